@@ -1,0 +1,16 @@
+"""pde_popdyn: the mean-field limit of population-based training.
+
+The joint density f(t, θ, h) of parameters θ and hyperparameters h solves a Fokker–Planck /
+selection–mutation equation; as ε → 0 it factorises as ρ(t, h) π_h(θ). See the README and
+the module docstrings for the equations each function solves.
+"""
+
+from .densities import from_samples, gaussian, normalize, uniform
+from .grid import Grid
+from .model import Diffusion, Model, Replicator
+from .solve import Solution, solve
+
+__version__ = "0.1.0"
+
+__all__ = ["Grid", "Model", "Replicator", "Diffusion", "gaussian", "uniform", "normalize",
+           "from_samples", "solve", "Solution", "__version__"]

@@ -1,0 +1,163 @@
+"""The model: loss, fitness, temperature, time-scale ratio, selection and mutation.
+
+The joint density f(t, θ, h) solves (MODEL.md §2, replicator with diffusive mutation)
+
+    ∂_t f = 𝓛_ε f + κ (F − ⟨F⟩_f) f + D ∂²_h f,
+    𝓛_ε f = (1/ε) ∂_θ( m(h) [ T(h) ∂_θ f + f ∂_θ L ] ),
+
+with zero flux in θ and reflecting (Neumann) boundaries in h.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from ._validate import _short, field_on_grid, positive_float
+
+FieldFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+HFn = Callable[[np.ndarray], np.ndarray]
+Scalar = Union[float, int]
+
+
+@dataclass(frozen=True)
+class Replicator:
+    """Replicator selection (proportional imitation) at rate κ.
+
+    Its sub-step solves ∂_t f = κ (F − ⟨F⟩_f) f exactly:
+    f ← f e^{κ Δt F} / ∫∫ f e^{κ Δt F}.
+    """
+
+    rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("Replicator rate", self.rate,
+                                                        allow_zero=True))
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """Diffusive mutation of h: the term D ∂²f/∂h², with reflecting boundaries."""
+
+    coefficient: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coefficient", positive_float(
+            "Diffusion coefficient", self.coefficient, allow_zero=True))
+
+
+def _check_h_function(name: str, value: Any) -> Scalar | HFn:
+    if callable(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number or a callable of h, "
+                        f"got {_short(value)}")
+    return positive_float(name, value)
+
+
+class Model:
+    """A two-time-scale population model (MODEL.md §1–2).
+
+    Parameters
+    ----------
+    loss:
+        Training loss L(θ, h), confining in θ. Called as ``loss(theta, h)`` with two arrays of
+        the grid's shape ``(n_theta, n_h)``; must be vectorised.
+    fitness:
+        Fitness F(θ, h), e.g. minus a validation loss; same calling convention. May be
+        ``None`` only when ``selection`` is ``None``.
+    temperature:
+        T > 0: a number or a callable ``T(h)`` of the h-centres.
+    eps:
+        ε > 0, the ratio of the fast (θ) to the slow (h) time scale.
+    selection:
+        ``Replicator(rate)`` or ``None`` (off).
+    mutation:
+        ``Diffusion(coefficient)`` or ``None`` (off).
+    mobility:
+        m > 0, a number or a callable ``m(h)``; scales the speed of the fast dynamics and leaves
+        the Gibbs measure π_h ∝ exp(−L/T) unchanged. Defaults to 1.
+    name:
+        Optional label, stored with results.
+    """
+
+    def __init__(self, loss: FieldFn, fitness: FieldFn | None = None, *,
+                 temperature: Scalar | HFn = 1.0, eps: float = 0.01,
+                 selection: Replicator | None = None, mutation: Diffusion | None = None,
+                 mobility: Scalar | HFn = 1.0, name: str | None = None):
+        if not callable(loss):
+            raise TypeError(f"loss must be a callable loss(theta, h), got {_short(loss)}")
+        if fitness is not None and not callable(fitness):
+            raise TypeError(f"fitness must be a callable fitness(theta, h) or None, "
+                            f"got {_short(fitness)}")
+        if selection is not None and not isinstance(selection, Replicator):
+            raise TypeError(f"selection must be pp.Replicator(rate) or None, "
+                            f"got {_short(selection)}")
+        if mutation is not None and not isinstance(mutation, Diffusion):
+            raise TypeError(f"mutation must be pp.Diffusion(coefficient) or None, "
+                            f"got {_short(mutation)}")
+        if selection is not None and fitness is None:
+            raise ValueError("fitness is None but selection is on; give fitness=F(theta, h) "
+                             "or selection=None")
+        self.loss = loss
+        self.fitness = fitness
+        self.temperature = _check_h_function("temperature", temperature)
+        self.mobility = _check_h_function("mobility", mobility)
+        self.eps = positive_float("eps", eps)
+        self.selection = selection
+        self.mutation = mutation
+        self.name = name
+
+    # -- evaluation on a grid ----------------------------------------------------------
+    def _h_field(self, name: str, value: Scalar | HFn, h: np.ndarray) -> np.ndarray:
+        if not callable(value):
+            return np.full(h.shape, float(value))
+        out = field_on_grid(name, value, (h,), h.shape, f"{name}(h)")
+        if (out <= 0).any():
+            i = int(np.argmin(out))
+            raise ValueError(f"{name}(h) must be > 0 everywhere on the grid; it is "
+                             f"{out[i]:.3g} at h={h[i]:.4g}")
+        return out
+
+    def temperature_on(self, h: np.ndarray) -> np.ndarray:
+        """T(h) at the points ``h`` (checked > 0 and finite)."""
+        return self._h_field("temperature", self.temperature, np.asarray(h, dtype=float))
+
+    def mobility_on(self, h: np.ndarray) -> np.ndarray:
+        """m(h) at the points ``h`` (checked > 0 and finite)."""
+        return self._h_field("mobility", self.mobility, np.asarray(h, dtype=float))
+
+    def loss_on(self, grid) -> np.ndarray:
+        """L on the grid's cell centres, shape ``(n_theta, n_h)``."""
+        th, hh = grid.mesh()
+        return field_on_grid("loss", self.loss, (th, hh), grid.shape, "loss(theta, h)")
+
+    def fitness_on(self, grid) -> np.ndarray:
+        """F on the grid's cell centres, shape ``(n_theta, n_h)``."""
+        if self.fitness is None:
+            raise ValueError("this model has no fitness; give Model(fitness=...)")
+        th, hh = grid.mesh()
+        return field_on_grid("fitness", self.fitness, (th, hh), grid.shape,
+                             "fitness(theta, h)")
+
+    def describe(self) -> dict:
+        """A JSON-able description (callables by name; they cannot be serialised)."""
+        def fn(v: Any) -> Any:
+            return getattr(v, "__name__", repr(v)) if callable(v) else v
+        return {
+            "name": self.name,
+            "loss": fn(self.loss), "fitness": fn(self.fitness),
+            "temperature": fn(self.temperature), "mobility": fn(self.mobility),
+            "eps": self.eps,
+            "selection": None if self.selection is None else
+            {"rule": type(self.selection).__name__, "rate": self.selection.rate},
+            "mutation": None if self.mutation is None else
+            {"kind": type(self.mutation).__name__, "coefficient": self.mutation.coefficient},
+        }
+
+    def __repr__(self) -> str:
+        return (f"Model(name={self.name!r}, eps={self.eps}, selection={self.selection}, "
+                f"mutation={self.mutation})")

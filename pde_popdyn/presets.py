@@ -1,0 +1,123 @@
+"""Built-in models: the README example and the closed-form test problems.
+
+:class:`GaussianProblem` is the linear-Gaussian family of MODEL.md §4: a quadratic loss
+L = ½K(θ − a h − b)² (Gibbs measure π_h = N(a h + b, T/K)), constant T and m, quadratic fitness
+F = −½ (z − z*)ᵀ Q (z − z*) with z = (θ, h), replicator selection and diffusive mutation.
+Gaussian data stay Gaussian for every ε, and the reduced (ε → 0) equation has the quadratic
+effective fitness F̄(h) = −(g/2)(h − ĥ)² + const, so both limits are known exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .densities import gaussian
+from .exact import gaussian_moments, reduced_gaussian
+from .grid import Grid
+from .model import Diffusion, Model, Replicator
+
+
+@dataclass
+class GaussianProblem:
+    K: float = 1.0                 # curvature of the loss in θ
+    a: float = 1.0                 # the loss minimiser θ*(h) = a h + b
+    b: float = 0.0
+    T: float = 0.05                # temperature
+    mobility: float = 1.0
+    eps: float = 0.01
+    kappa: float = 1.0             # selection rate κ
+    D: float = 0.01                # mutation coefficient
+    Q: list = field(default_factory=lambda: [[2.0, 0.0], [0.0, 0.0]])
+    zstar: tuple = (0.5, 0.0)      # (θ*, h*) of the fitness
+    mean0: tuple = (-0.5, -1.0)    # initial Gaussian (θ, h) mean and covariance
+    cov0: list = field(default_factory=lambda: [[0.04, 0.0], [0.0, 0.04]])
+    theta_box: tuple = (-3.0, 3.0)
+    h_box: tuple = (-2.0, 2.0)
+
+    # -- model and data ------------------------------------------------------------------
+    def model(self) -> Model:
+        K, a, b = self.K, self.a, self.b
+        Q = np.asarray(self.Q, float)
+        ts, hs = self.zstar
+
+        def loss(theta, h):
+            return 0.5 * K * (theta - a * h - b) ** 2
+
+        def fitness(theta, h):
+            d0, d1 = theta - ts, h - hs
+            return -0.5 * (Q[0, 0] * d0 * d0 + 2 * Q[0, 1] * d0 * d1 + Q[1, 1] * d1 * d1)
+
+        return Model(loss=loss, fitness=fitness, temperature=self.T, eps=self.eps,
+                     mobility=self.mobility,
+                     selection=Replicator(self.kappa) if self.kappa > 0 else None,
+                     mutation=Diffusion(self.D) if self.D > 0 else None,
+                     name="gaussian")
+
+    def grid(self, n_theta: int = 128, n_h: int = 64) -> Grid:
+        return Grid(theta=(*self.theta_box, n_theta), h=(*self.h_box, n_h))
+
+    def initial(self, grid: Grid) -> np.ndarray:
+        return gaussian(grid, self.mean0, self.cov0)
+
+    # -- exact solutions -------------------------------------------------------------------
+    def drift(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M, c, 𝔇) of the linear SDE z' = M z + c + √(2𝔇) Ẇ."""
+        r = self.mobility * self.K / self.eps
+        M = np.array([[-r, r * self.a], [0.0, 0.0]])
+        c = np.array([r * self.b, 0.0])
+        Dm = np.diag([self.mobility * self.T / self.eps, self.D])
+        return M, c, Dm
+
+    def exact(self, times) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (nt, 2) and covariance (nt, 2, 2) of the exact joint Gaussian solution."""
+        M, c, Dm = self.drift()
+        return gaussian_moments(M, c, Dm, self.Q, self.zstar, self.kappa, self.mean0,
+                                self.cov0, times)
+
+    def exact_density(self, grid: Grid, t: float) -> np.ndarray:
+        """Cell averages of the exact solution at time t, normalised on the box."""
+        mu, S = self.exact([t])
+        return gaussian(grid, mu[0], S[0])
+
+    def effective_fitness_coeffs(self) -> tuple[float, float]:
+        """(g, ĥ) with F̄(h) = −(g/2)(h − ĥ)² + const, for π_h = N(a h + b, T/K)."""
+        Q = np.asarray(self.Q, float)
+        e = np.array([self.a, 1.0])
+        w = np.array([self.b - self.zstar[0], -self.zstar[1]])
+        g = float(e @ Q @ e)
+        return g, float(-(e @ Q @ w) / g)
+
+    def effective_fitness(self, h) -> np.ndarray:
+        """F̄(h) = E_{π_h} F in closed form."""
+        Q = np.asarray(self.Q, float)
+        h = np.asarray(h, float)
+        u0 = self.a * h + self.b - self.zstar[0]
+        u1 = h - self.zstar[1]
+        return -0.5 * (Q[0, 0] * u0 * u0 + 2 * Q[0, 1] * u0 * u1 + Q[1, 1] * u1 * u1
+                       + Q[0, 0] * self.T / self.K)
+
+    def reduced(self, times) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of h in the ε → 0 limit (closed form; data taken Gaussian in h)."""
+        g, hhat = self.effective_fitness_coeffs()
+        return reduced_gaussian(times, self.mean0[1], np.asarray(self.cov0)[1, 1], g, hhat,
+                                self.kappa, self.D)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def readme_example() -> GaussianProblem:
+    """The built-in example of ``pde-popdyn run``: a quadratic bilevel problem.
+
+    Inner problem: SGD/Langevin on L = ½(θ − h)² at T = 0.05 (so π_h = N(h, T)).
+    Outer problem: maximise the fitness F = −(θ − ½)², i.e. F̄(h) = −(h − ½)² − T, whose best
+    hyperparameter is h* = ½. The population starts at mean h = −1 and climbs toward h*.
+    """
+    return GaussianProblem(K=1.0, a=1.0, b=0.0, T=0.05, eps=0.01, kappa=4.0, D=0.02,
+                           Q=[[2.0, 0.0], [0.0, 0.0]], zstar=(0.5, 0.0),
+                           mean0=(-0.5, -1.0), cov0=[[0.04, 0.0], [0.0, 0.04]])
+
+
+PRESETS = {"quadratic-bilevel": readme_example}
