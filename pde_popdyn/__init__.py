@@ -7,10 +7,12 @@ the module docstrings for the equations each function solves.
 
 from .densities import from_samples, gaussian, normalize, uniform
 from .grid import Grid
-from .model import Diffusion, Model, Replicator
-from .solve import Solution, solve
+from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
+from .solution import Solution
+from .solve import solve
 
 __version__ = "0.1.0"
 
-__all__ = ["Grid", "Model", "Replicator", "Diffusion", "gaussian", "uniform", "normalize",
+__all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
+           "GaussianJump", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__"]

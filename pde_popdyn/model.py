@@ -11,7 +11,7 @@ with zero flux in θ and reflecting (Neumann) boundaries in h.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -38,6 +38,80 @@ class Replicator:
                                                         allow_zero=True))
 
 
+COPY_MODES = ("both", "h")
+
+
+def _check_copy(rule: str, copy: Any) -> str:
+    if copy not in COPY_MODES:
+        raise ValueError(f"{rule} copy={copy!r} is not known; use 'both' (copy θ and h, as PBT "
+                         f"does) or 'h' (copy the hyperparameters only)")
+    return copy
+
+
+@dataclass(frozen=True)
+class BoltzmannJump:
+    """Boltzmann (genetic-algorithm / BGK) jump selection at rate λ with pressure α.
+
+    At rate λ an agent copies a donor chosen with probability ∝ ω = e^{αF}. The mean-field
+    equations (MODEL.md §2), with K_σ the mutation kernel applied at each copy (identity
+    without :class:`GaussianJump` mutation):
+
+    * ``copy="both"``: ∂_t f = 𝓛_ε f + λ ( K_σ *_h (ω f) / ⟨ω⟩_f − f ),
+    * ``copy="h"``:    ∂_t f = 𝓛_ε f + λ ( f^θ(θ) · K_σ *_h (∫ ω f dθ) / ⟨ω⟩_f − f ),
+      with f^θ = ∫ f dh.
+    """
+
+    rate: float = 1.0
+    pressure: float = 1.0
+    copy: str = "both"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("BoltzmannJump rate", self.rate,
+                                                        allow_zero=True))
+        object.__setattr__(self, "pressure", positive_float("BoltzmannJump pressure",
+                                                            self.pressure))
+        object.__setattr__(self, "copy", _check_copy("BoltzmannJump", self.copy))
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Truncation selection, the classic PBT exploit rule, at rate λ with fraction q.
+
+    At rate λ the agents in the bottom fraction q of fitness copy a uniformly chosen agent of
+    the top fraction q:
+
+        ∂_t f = λ ( K_σ *_h ( f 1{F ≥ φ_{1−q}[f]} ) − f 1{F ≤ φ_q[f]} ),
+
+    with φ_q the q-quantile of F under f (``copy="both"``); with ``copy="h"`` the copied
+    hyperparameters are attached to the copier's own θ.
+    """
+
+    rate: float = 1.0
+    fraction: float = 0.2
+    copy: str = "both"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("Truncation rate", self.rate,
+                                                        allow_zero=True))
+        q = positive_float("Truncation fraction", self.fraction)
+        if q > 0.5:
+            raise ValueError(f"Truncation fraction must be in (0, 0.5], got {q}: the bottom "
+                             f"and top fractions may not overlap")
+        object.__setattr__(self, "fraction", q)
+        object.__setattr__(self, "copy", _check_copy("Truncation", self.copy))
+
+
+@dataclass(frozen=True)
+class GaussianJump:
+    """Mutation by a Gaussian jump of standard deviation σ_m in h, applied at each copy event
+    of :class:`BoltzmannJump` or :class:`Truncation` selection (the kernel K_σ)."""
+
+    std: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "std", positive_float("GaussianJump std", self.std))
+
+
 @dataclass(frozen=True)
 class Diffusion:
     """Diffusive mutation of h: the term D ∂²f/∂h², with reflecting boundaries."""
@@ -47,6 +121,10 @@ class Diffusion:
     def __post_init__(self) -> None:
         object.__setattr__(self, "coefficient", positive_float(
             "Diffusion coefficient", self.coefficient, allow_zero=True))
+
+
+SELECTION_RULES = (Replicator, BoltzmannJump, Truncation)
+MUTATIONS = (Diffusion, GaussianJump)
 
 
 def _check_h_function(name: str, value: Any) -> Scalar | HFn:
@@ -74,9 +152,11 @@ class Model:
     eps:
         ε > 0, the ratio of the fast (θ) to the slow (h) time scale.
     selection:
-        ``Replicator(rate)`` or ``None`` (off).
+        ``Replicator(rate)``, ``BoltzmannJump(rate, pressure, copy)``,
+        ``Truncation(rate, fraction, copy)`` or ``None`` (off).
     mutation:
-        ``Diffusion(coefficient)`` or ``None`` (off).
+        ``Diffusion(coefficient)`` (continuous, D ∂²_h), ``GaussianJump(std)`` (at copy events
+        of the jump rules) or ``None`` (off).
     mobility:
         m > 0, a number or a callable ``m(h)``; scales the speed of the fast dynamics and leaves
         the Gibbs measure π_h ∝ exp(−L/T) unchanged. Defaults to 1.
@@ -93,12 +173,17 @@ class Model:
         if fitness is not None and not callable(fitness):
             raise TypeError(f"fitness must be a callable fitness(theta, h) or None, "
                             f"got {_short(fitness)}")
-        if selection is not None and not isinstance(selection, Replicator):
-            raise TypeError(f"selection must be pp.Replicator(rate) or None, "
-                            f"got {_short(selection)}")
-        if mutation is not None and not isinstance(mutation, Diffusion):
-            raise TypeError(f"mutation must be pp.Diffusion(coefficient) or None, "
-                            f"got {_short(mutation)}")
+        if selection is not None and not isinstance(selection, SELECTION_RULES):
+            raise TypeError(f"selection must be pp.Replicator, pp.BoltzmannJump, "
+                            f"pp.Truncation or None, got {_short(selection)}")
+        if mutation is not None and not isinstance(mutation, MUTATIONS):
+            raise TypeError(f"mutation must be pp.Diffusion(coefficient), "
+                            f"pp.GaussianJump(std) or None, got {_short(mutation)}")
+        if isinstance(mutation, GaussianJump) and not isinstance(selection,
+                                                                 (BoltzmannJump, Truncation)):
+            raise ValueError("mutation=GaussianJump acts at copy events, so it needs "
+                             "selection=pp.BoltzmannJump(...) or pp.Truncation(...); use "
+                             "pp.Diffusion(D) with Replicator selection")
         if selection is not None and fitness is None:
             raise ValueError("fitness is None but selection is on; give fitness=F(theta, h) "
                              "or selection=None")
@@ -153,9 +238,9 @@ class Model:
             "temperature": fn(self.temperature), "mobility": fn(self.mobility),
             "eps": self.eps,
             "selection": None if self.selection is None else
-            {"rule": type(self.selection).__name__, "rate": self.selection.rate},
+            {"rule": type(self.selection).__name__, **asdict(self.selection)},
             "mutation": None if self.mutation is None else
-            {"kind": type(self.mutation).__name__, "coefficient": self.mutation.coefficient},
+            {"kind": type(self.mutation).__name__, **asdict(self.mutation)},
         }
 
     def __repr__(self) -> str:
