@@ -10,9 +10,9 @@ import numpy as np
 from ._validate import density_array, positive_float
 from .fast.fv import SGOperator
 from .grid import Grid
-from .model import Model
+from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
 from .slow.mutation import DiffusionStep
-from .slow.selection import ReplicatorStep
+from .slow.selection import BoltzmannMap, JumpStep, ReplicatorStep, TruncationMap
 from .solution import Solution
 from .splitting import SPLITTINGS, PropagatorStep, Schedule, compose, integrate
 
@@ -39,16 +39,40 @@ def _check_save_every(save_every: Any) -> int | None:
     return int(save_every)
 
 
+def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid) -> list:
+    """Selection then mutation sub-steps acting on arrays whose last axis is h.
+
+    Shared by the joint solver (f of shape (n_theta, n_h), fitness F) and the reduced solver
+    (ρ of shape (n_h,), fitness F̄ or F̄_α).
+    """
+    steps: list = []
+    kernel = None
+    if isinstance(mutation, GaussianJump):
+        jump = DiffusionStep(1.0, grid.n_h, grid.dh, axis=-1)
+        half_var = 0.5 * mutation.std ** 2
+
+        def kernel(g: np.ndarray) -> np.ndarray:
+            # the reflecting Gaussian kernel K_σ is the Neumann heat kernel at time σ²/2
+            return jump(g, half_var)
+    if isinstance(selection, Replicator) and selection.rate > 0:
+        steps.append(ReplicatorStep(fitness, selection.rate, 1.0))
+    elif isinstance(selection, BoltzmannJump) and selection.rate > 0:
+        steps.append(JumpStep(BoltzmannMap(fitness, selection.pressure, selection.copy, kernel),
+                              selection.rate))
+    elif isinstance(selection, Truncation) and selection.rate > 0:
+        steps.append(JumpStep(TruncationMap(fitness, selection.fraction, selection.copy, kernel),
+                              selection.rate))
+    if isinstance(mutation, Diffusion) and mutation.coefficient > 0:
+        steps.append(DiffusionStep(mutation.coefficient, grid.n_h, grid.dh, axis=-1))
+    return steps
+
+
 def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True) -> tuple[list, dict]:
     """The sub-steps [selection, mutation, fast] of the joint equation, and set-up info."""
     t0 = time.perf_counter()
     op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
-    steps: list = []
-    if model.selection is not None and model.selection.rate > 0:
-        steps.append(ReplicatorStep(model.fitness_on(grid), model.selection.rate,
-                                    grid.weights))
-    if model.mutation is not None and model.mutation.coefficient > 0:
-        steps.append(DiffusionStep(model.mutation.coefficient, grid.n_h, grid.dh, axis=1))
+    steps = slow_substeps(model.selection, model.mutation, model.fitness_on(grid)
+                          if model.selection is not None else None, grid)
     fast = PropagatorStep(op.propagator)
     steps.append(fast)
     return steps, {"operator": op, "fast": fast, "setup_seconds": time.perf_counter() - t0}

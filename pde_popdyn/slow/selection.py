@@ -33,3 +33,124 @@ class ReplicatorStep:
         g = f * np.exp(np.minimum(expo - top, 0.0))
         mass_before = (f * self.weights).sum()
         return g * (mass_before / (g * self.weights).sum())
+
+
+def _log_weights(log_w: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """e^{log_w − max}, the max taken over the support of f (log domain, no overflow)."""
+    support = f > 0
+    top = log_w[support].max() if support.any() else 0.0
+    return np.exp(np.minimum(log_w - top, 0.0))
+
+
+class JumpStep:
+    """Step of a jump process ∂_t f = λ (M[f] − f), where M maps a density to a density of the
+    same mass (positive, mass-preserving, possibly nonlinear through ⟨ω⟩_f or quantiles).
+
+    ``order=2`` (default) is the exponential midpoint rule
+
+        f_½ = e^{−λτ/2} f + (1 − e^{−λτ/2}) M[f],
+        f ← e^{−λτ} f + (1 − e^{−λτ}) M[f_½],
+
+    second order in τ (local error O(λ²τ³)); ``order=1`` is f ← e^{−λτ} f + (1 − e^{−λτ}) M[f].
+    Both are convex combinations of densities, so they are positive and conserve mass for every
+    τ, and tend to f ← M[·] as λτ → ∞.
+    """
+
+    def __init__(self, mapping, rate: float, order: int = 2):
+        self.mapping = mapping
+        self.rate = float(rate)
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        self.order = order
+
+    def __call__(self, f: np.ndarray, tau: float) -> np.ndarray:
+        if self.rate == 0.0 or tau == 0.0:
+            return f
+        mf = self.mapping(f)
+        if self.order == 2:
+            a = np.exp(-0.5 * self.rate * tau)
+            mf = self.mapping(a * f + (1 - a) * mf)
+        a = np.exp(-self.rate * tau)
+        return a * f + (1 - a) * mf
+
+
+class BoltzmannMap:
+    """M[f] for Boltzmann jump selection with donor weights ω = e^{αF} (MODEL.md §2).
+
+    ``copy="both"``: M[f] = K_σ *_h (ω f) / ⟨ω⟩_f.
+    ``copy="h"``:    M[f] = f^θ(θ) · K_σ *_h (∫ ω f dθ) / ⟨ω⟩_f, with f^θ = ∫ f dh.
+    The last axis of f is h; for ``copy="h"`` the first axis is θ. ``kernel`` applies K_σ along
+    h (or is None for no mutation at copies). Works for the reduced equation too (1-D ρ(h) and
+    ω = W = e^{αF̄_α}).
+    """
+
+    def __init__(self, fitness: np.ndarray, pressure: float, copy: str, kernel=None):
+        self.log_w = pressure * np.asarray(fitness, dtype=float)
+        self.copy = copy
+        self.kernel = kernel
+
+    def __call__(self, f: np.ndarray) -> np.ndarray:
+        mass = f.sum()
+        wf = _log_weights(self.log_w, f) * f
+        if self.copy == "both":
+            g = wf
+        else:
+            ftheta = f.sum(axis=-1, keepdims=True)          # f^θ up to the factor dh
+            g = ftheta * wf.sum(axis=0, keepdims=True) / mass
+        if self.kernel is not None:
+            g = self.kernel(g)
+        return g * (mass / g.sum())
+
+
+class TruncationMap:
+    """M[f] = f − B[f] + K_σ *_h G[f] for truncation selection (the PBT exploit rule).
+
+    B[f] = f 1{F ≤ φ_q[f]} is the bottom fraction q of the mass and G[f] = f 1{F ≥ φ_{1−q}[f]}
+    the top fraction q (cells straddling a quantile, or tied with it, are taken fractionally so
+    that each set holds exactly mass q). ``copy="h"``: the bottom agents keep their θ and take
+    the top agents' h, so G is replaced by B^θ(θ) · K_σ(∫ G dθ)(h)/q.
+    Then ∂_t f = λ (M[f] − f) = λ (K_σ G[f] − B[f]) moves mass λ q per unit time.
+    """
+
+    def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None):
+        self.fitness = np.asarray(fitness, dtype=float)
+        self.q = float(fraction)
+        self.copy = copy
+        self.kernel = kernel
+        self._order = np.argsort(self.fitness, axis=None, kind="stable")
+        self._sorted = self.fitness.ravel()[self._order]
+
+    def _fractional_set(self, f: np.ndarray, target: float, top: bool) -> np.ndarray:
+        """Indicator χ ∈ [0,1] of the cells holding the top (or bottom) mass ``target``."""
+        order = self._order[::-1] if top else self._order
+        vals = self._sorted[::-1] if top else self._sorted
+        masses = f.ravel()[order]
+        cum = np.cumsum(masses)
+        k = int(np.searchsorted(cum, target * (1 - 1e-14)))
+        k = min(k, masses.size - 1)
+        phi = vals[k]
+        tied = vals == phi
+        strict = (vals > phi) if top else (vals < phi)
+        chi = np.zeros(masses.size)
+        chi[strict] = 1.0
+        m_strict = masses[strict].sum()
+        m_tied = masses[tied].sum()
+        if m_tied > 0:
+            chi[tied] = min(max((target - m_strict) / m_tied, 0.0), 1.0)
+        out = np.empty(masses.size)
+        out[order] = chi
+        return out.reshape(f.shape)
+
+    def __call__(self, f: np.ndarray) -> np.ndarray:
+        mass = f.sum()
+        target = self.q * mass
+        bottom = f * self._fractional_set(f, target, top=False)
+        top = f * self._fractional_set(f, target, top=True)
+        if self.copy == "both":
+            gain = top
+        else:
+            gain = bottom.sum(axis=-1, keepdims=True) * top.sum(axis=0, keepdims=True) / target
+        if self.kernel is not None:
+            gain = self.kernel(gain)
+        out = f - bottom + gain * (target / gain.sum())
+        return np.maximum(out, 0.0)
