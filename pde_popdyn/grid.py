@@ -24,6 +24,7 @@ class Axis:
     low: float
     high: float
     cells: int
+    periodic: bool = False
 
     @property
     def width(self) -> float:
@@ -52,6 +53,10 @@ class Grid:
     ----------
     theta, h:
         ``(low, high, cells)`` for each axis. ``cells`` ≥ 3.
+    periodic:
+        Names of the periodic axes, e.g. ``("theta",)`` for θ on a circle (the loss and fitness
+        must then be periodic) or ``("h",)`` for periodic mutation in h. Other axes have zero
+        flux in θ and reflecting boundaries in h.
 
     Examples
     --------
@@ -60,9 +65,16 @@ class Grid:
     (128, 64)
     """
 
-    def __init__(self, theta: tuple[float, float, int], h: tuple[float, float, int]):
-        self.theta_axis = Axis("theta", *as_axis_spec("theta", theta))
-        self.h_axis = Axis("h", *as_axis_spec("h", h))
+    def __init__(self, theta: tuple[float, float, int], h: tuple[float, float, int],
+                 periodic: tuple[str, ...] | list[str] = ()):
+        if isinstance(periodic, str):
+            periodic = (periodic,)
+        unknown = [p for p in periodic if p not in ("theta", "h")]
+        if unknown:
+            raise ValueError(f"periodic={tuple(periodic)!r} names unknown axes {unknown}; use "
+                             f"'theta' and/or 'h'")
+        self.theta_axis = Axis("theta", *as_axis_spec("theta", theta), "theta" in periodic)
+        self.h_axis = Axis("h", *as_axis_spec("h", h), "h" in periodic)
 
     # -- coordinates -------------------------------------------------------------------
     @property
@@ -156,13 +168,18 @@ class Grid:
         return (np.asarray(f) * g).sum(axis=(-2, -1)) * (self.dtheta * self.dh)
 
     # -- misc ----------------------------------------------------------------------------
+    @property
+    def periodic(self) -> tuple[str, ...]:
+        return tuple(a.name for a in (self.theta_axis, self.h_axis) if a.periodic)
+
     def to_dict(self) -> dict:
         a, b = self.theta_axis, self.h_axis
-        return {"theta": [a.low, a.high, a.cells], "h": [b.low, b.high, b.cells]}
+        return {"theta": [a.low, a.high, a.cells], "h": [b.low, b.high, b.cells],
+                "periodic": list(self.periodic)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
-        return cls(theta=tuple(d["theta"]), h=tuple(d["h"]))
+        return cls(theta=tuple(d["theta"]), h=tuple(d["h"]), periodic=tuple(d.get("periodic", ())))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Grid) and self.to_dict() == other.to_dict()
@@ -172,5 +189,6 @@ class Grid:
 
     def __repr__(self) -> str:
         a, b = self.theta_axis, self.h_axis
+        per = f", periodic={self.periodic}" if self.periodic else ""
         return (f"Grid(theta=({a.low}, {a.high}, {a.cells}), "
-                f"h=({b.low}, {b.high}, {b.cells}))")
+                f"h=({b.low}, {b.high}, {b.cells}){per})")

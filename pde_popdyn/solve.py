@@ -48,7 +48,7 @@ def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid) -
     steps: list = []
     kernel = None
     if isinstance(mutation, GaussianJump):
-        jump = DiffusionStep(1.0, grid.n_h, grid.dh, axis=-1)
+        jump = DiffusionStep(1.0, grid.n_h, grid.dh, axis=-1, periodic=grid.h_axis.periodic)
         half_var = 0.5 * mutation.std ** 2
 
         def kernel(g: np.ndarray) -> np.ndarray:
@@ -63,7 +63,8 @@ def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid) -
         steps.append(JumpStep(TruncationMap(fitness, selection.fraction, selection.copy, kernel),
                               selection.rate))
     if isinstance(mutation, Diffusion) and mutation.coefficient > 0:
-        steps.append(DiffusionStep(mutation.coefficient, grid.n_h, grid.dh, axis=-1))
+        steps.append(DiffusionStep(mutation.coefficient, grid.n_h, grid.dh, axis=-1,
+                                   periodic=grid.h_axis.periodic))
     return steps
 
 

@@ -74,18 +74,28 @@ class SGOperator:
         Φ = L/T on the cell centres, shape ``(n_theta, n_h)``.
     rate:
         r = m(h) T(h) / (ε Δθ²) per column, shape ``(n_h,)``.
+    periodic:
+        True for a periodic θ-axis: the face between the last and the first cell carries the
+        flux too (Φ must then be periodic). False: zero flux at both ends.
     """
 
-    def __init__(self, phi: np.ndarray, rate: np.ndarray):
+    def __init__(self, phi: np.ndarray, rate: np.ndarray, periodic: bool = False):
         self.phi = np.asarray(phi, dtype=float)
         self.rate = np.asarray(rate, dtype=float)
+        self.periodic = bool(periodic)
         dphi = np.diff(self.phi, axis=0)
         self.up = self.rate[None, :] * bernoulli(dphi)     # i → i+1, shape (n-1, n_h)
         self.down = self.rate[None, :] * bernoulli(-dphi)  # i+1 → i
+        wrap = self.phi[0] - self.phi[-1]                  # the face between cells n-1 and 0
+        on = 1.0 if self.periodic else 0.0
+        self.up_wrap = on * self.rate * bernoulli(wrap)     # n-1 → 0
+        self.down_wrap = on * self.rate * bernoulli(-wrap)  # 0 → n-1
         n = self.phi.shape[0]
         out = np.zeros_like(self.phi)
         out[:-1] += self.up
         out[1:] += self.down
+        out[-1] += self.up_wrap
+        out[0] += self.down_wrap
         self.out_rate = out                               # −diag(A), shape (n, n_h)
         self.n = n
         logpi = -(self.phi - self.phi.min(axis=0, keepdims=True))
@@ -99,16 +109,20 @@ class SGOperator:
         T = model.temperature_on(grid.h)
         m = model.mobility_on(grid.h)
         phi = L / T[None, :]
+        periodic = grid.theta_axis.periodic
         if check_gibbs:
-            check_gibbs_on_box(phi, grid)
+            check_gibbs_on_box(phi, grid, periodic=periodic)
         rate = m * T / (model.eps * grid.dtheta ** 2)
-        return cls(phi, rate)
+        return cls(phi, rate, periodic=periodic)
 
     def apply(self, f: np.ndarray) -> np.ndarray:
         """A f: the semi-discrete right-hand side (for method-of-lines baselines)."""
         g = -self.out_rate * f
         g[1:] += self.up * f[:-1]
         g[:-1] += self.down * f[1:]
+        if self.periodic:
+            g[0] += self.up_wrap * f[-1]
+            g[-1] += self.down_wrap * f[0]
         return g
 
     def sparse(self):
@@ -116,24 +130,37 @@ class SGOperator:
         import scipy.sparse as sp
         n, nh = self.phi.shape
         idx = np.arange(n * nh).reshape(n, nh)
-        rows = np.concatenate([idx.ravel(), idx[1:].ravel(), idx[:-1].ravel()])
-        cols = np.concatenate([idx.ravel(), idx[:-1].ravel(), idx[1:].ravel()])
-        vals = np.concatenate([-self.out_rate.ravel(), self.up.ravel(), self.down.ravel()])
-        return sp.csr_matrix((vals, (rows, cols)), shape=(n * nh, n * nh))
+        rows = [idx.ravel(), idx[1:].ravel(), idx[:-1].ravel()]
+        cols = [idx.ravel(), idx[:-1].ravel(), idx[1:].ravel()]
+        vals = [-self.out_rate.ravel(), self.up.ravel(), self.down.ravel()]
+        if self.periodic:
+            rows += [idx[0], idx[-1]]
+            cols += [idx[-1], idx[0]]
+            vals += [self.up_wrap, self.down_wrap]
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(n * nh, n * nh))
 
     def spectral_gap(self) -> np.ndarray:
         """−λ₁ per column: the relaxation rate to the Gibbs state (from the symmetric form)."""
         d = -self.out_rate.T                               # (n_h, n)
         e = np.sqrt(self.up * self.down).T                 # (n_h, n-1)
         n = self.n
-        lam = eigvalsh_tridiagonal(d, e, select="i", select_range=(n - 2, n - 2))
-        return np.maximum(-np.asarray(lam).reshape(-1), 0.0)
+        if not self.periodic:
+            lam = eigvalsh_tridiagonal(d, e, select="i", select_range=(n - 2, n - 2))
+            return np.maximum(-np.asarray(lam).reshape(-1), 0.0)
+        S = np.zeros((d.shape[0], n, n))
+        i = np.arange(n)
+        S[:, i, i] = d
+        S[:, i[:-1], i[1:]] = S[:, i[1:], i[:-1]] = e
+        S[:, 0, -1] = S[:, -1, 0] = np.sqrt(self.up_wrap * self.down_wrap)
+        lam = np.linalg.eigvalsh(S)[:, -2]
+        return np.maximum(-lam, 0.0)
 
     def propagator(self, tau: float, *, dense_above: int | None = None) -> "FastPropagator":
         return FastPropagator(self, tau, dense_above=dense_above)
 
 
-def check_gibbs_on_box(phi: np.ndarray, grid) -> None:
+def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
     """Raise if exp(−Φ) under- or overflows on the θ-box, naming the fix."""
     dphi = np.abs(np.diff(phi, axis=0))
     if dphi.max() > _PHI_STEP_MAX:
@@ -145,7 +172,7 @@ def check_gibbs_on_box(phi: np.ndarray, grid) -> None:
             f"more theta-cells, or a higher temperature")
     interior = phi[1:-1].min(axis=0)
     scale = 1e-9 * np.maximum(1.0, np.abs(interior))
-    for edge, row in (("lower", 0), ("upper", -1)):
+    for edge, row in () if periodic else (("lower", 0), ("upper", -1)):
         bad = phi[row] < interior - scale
         if bad.any():
             j = int(np.argmax(bad))
@@ -193,6 +220,8 @@ class FastPropagator:
         self._stay = 1.0 - op.out_rate[:, unif] / cu
         self._pu = op.up[:, unif] / cu
         self._pd = op.down[:, unif] / cu
+        self._puw = op.up_wrap[unif] / cu
+        self._pdw = op.down_wrap[unif] / cu
         self.n_terms = _poisson_terms(ctau[unif]) if unif.any() else 0
         self._w = _poisson_weights(ctau[unif], self.n_terms) if unif.any() else None
         # dense data
@@ -213,10 +242,13 @@ class FastPropagator:
                 "dense": int(self.dense_cols.size), "uniformisation_terms": self.n_terms,
                 "work_per_cell": self.work_per_cell}
 
-    def _step_p(self, x: np.ndarray, stay, pu, pd) -> np.ndarray:
-        y = stay * x
-        y[1:] += pu * x[:-1]
-        y[:-1] += pd * x[1:]
+    def _step_p(self, x: np.ndarray) -> np.ndarray:
+        y = self._stay * x
+        y[1:] += self._pu * x[:-1]
+        y[:-1] += self._pd * x[1:]
+        if self.op.periodic:
+            y[0] += self._puw * x[-1]
+            y[-1] += self._pdw * x[0]
         return y
 
     def _dense(self, c: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -227,6 +259,8 @@ class FastPropagator:
         stay = (1.0 - op.out_rate[:, cols] / c).T[:, :, None]       # (nd, n, 1)
         pu = (op.up[:, cols] / c).T[:, :, None]
         pd = (op.down[:, cols] / c).T[:, :, None]
+        puw = (op.up_wrap[cols] / c)[:, None]                         # (nd, 1)
+        pdw = (op.down_wrap[cols] / c)[:, None]
         kmax = _poisson_terms(c * tau0)
         w = _poisson_weights(c * tau0, kmax)                          # (k, nd)
         x = np.broadcast_to(np.eye(n), (cols.sum(), n, n)).copy()
@@ -235,6 +269,9 @@ class FastPropagator:
             y = stay * x
             y[:, 1:, :] += pu * x[:, :-1, :]
             y[:, :-1, :] += pd * x[:, 1:, :]
+            if op.periodic:
+                y[:, 0, :] += puw * x[:, -1, :]
+                y[:, -1, :] += pdw * x[:, 0, :]
             x = y
             E += w[k][:, None, None] * x
         pi = op.gibbs[:, cols].T[:, :, None]                          # (nd, n, 1)
@@ -262,7 +299,7 @@ class FastPropagator:
             x = f[:, cols]
             acc = self._w[0] * x
             for k in range(1, self.n_terms + 1):
-                x = self._step_p(x, self._stay, self._pu, self._pd)
+                x = self._step_p(x)
                 acc += self._w[k] * x
             out[:, cols] = acc
         if self.dense_cols.size:

@@ -23,12 +23,22 @@ def neumann_eigenvalues(cells: int, width: float) -> np.ndarray:
     return 2.0 * (1.0 - np.cos(np.pi * k / cells)) / width ** 2
 
 
-class DiffusionStep:
-    """Exact step of D ∂²_h on the last axis of f (reflecting boundaries)."""
+def periodic_eigenvalues(cells: int, width: float) -> np.ndarray:
+    """Eigenvalues 2(1 − cos(2πk/M))/Δh² of −Δ_h on a periodic cell-centred grid (rfft order)."""
+    k = np.arange(cells // 2 + 1)
+    return 2.0 * (1.0 - np.cos(2 * np.pi * k / cells)) / width ** 2
 
-    def __init__(self, coefficient: float, cells: int, width: float, axis: int = -1):
+
+class DiffusionStep:
+    """Exact step of D ∂²_h on the last axis of f: reflecting boundaries by the DCT-II, or
+    periodic ones by the real FFT (``periodic=True``)."""
+
+    def __init__(self, coefficient: float, cells: int, width: float, axis: int = -1,
+                 periodic: bool = False):
         self.coefficient = float(coefficient)
-        self.lam = neumann_eigenvalues(cells, width)
+        self.periodic = bool(periodic)
+        self.cells = cells
+        self.lam = (periodic_eigenvalues if periodic else neumann_eigenvalues)(cells, width)
         self.axis = axis
         self._cache: dict[float, np.ndarray] = {}
 
@@ -43,8 +53,13 @@ class DiffusionStep:
         if self.coefficient == 0.0 or tau == 0.0:
             return f
         mass = f.sum()
-        c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
-        c *= self._factor(tau)
-        g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
+        if self.periodic:
+            c = sfft.rfft(f, axis=self.axis)
+            c *= self._factor(tau)
+            g = sfft.irfft(c, n=self.cells, axis=self.axis)
+        else:
+            c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
+            c *= self._factor(tau)
+            g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
         np.maximum(g, 0.0, out=g)
         return g * (mass / g.sum())
