@@ -1,0 +1,208 @@
+"""Selection, copy, mutation and boundary variants (issue: discretisations and variants)."""
+
+import numpy as np
+import pytest
+import scipy.special as sps
+from scipy.integrate import solve_ivp
+
+import pde_popdyn as pp
+from pde_popdyn.fast.fv import SGOperator
+from pde_popdyn.slow.mutation import DiffusionStep
+from pde_popdyn.slow.selection import BoltzmannMap, JumpStep, TruncationMap
+
+
+def _generations(cells, n_gen=40):
+    alpha, g, hstar, sm = 2.0, 1.5, 0.3, 0.15
+    grid = pp.Grid(theta=(-1, 1, 3), h=(-6.0, 6.0, cells))
+    h = grid.h
+    rho = np.exp(-0.5 * (h + 1.0) ** 2 / 0.5)
+    rho /= rho.sum() * grid.dh
+    kernel = DiffusionStep(1.0, grid.n_h, grid.dh)
+    gen = BoltzmannMap(-0.5 * g * (h - hstar) ** 2, alpha, "both",
+                       kernel=lambda x: kernel(x, 0.5 * sm ** 2))
+    v, m, err = 0.5, -1.0, 0.0
+    for _ in range(n_gen):
+        rho = gen(rho)
+        m = hstar + (m - hstar) / (1 + alpha * g * v)     # the mean's recursion
+        v = v / (1 + alpha * g * v) + sm ** 2
+        mean = (h * rho).sum() * grid.dh
+        var = ((h - mean) ** 2 * rho).sum() * grid.dh
+        err = max(err, abs(var / v - 1), abs(mean - m))
+    vstar = (sm ** 2 * alpha * g + np.sqrt((sm ** 2 * alpha * g) ** 2
+                                           + 4 * alpha * g * sm ** 2)) / (2 * alpha * g)
+    return err, var, vstar, mean, m
+
+
+def test_discrete_generations_match_variance_recursion():
+    """Boltzmann weights e^{αF̄} then a Gaussian jump σ_m, with F̄ = −(g/2)(h − h*)²:
+    Gaussians stay Gaussian with v_{n+1} = v_n/(1 + αg v_n) + σ_m², up to the fixed point.
+    On the grid the jump kernel is the finite-volume heat kernel (variance exactly σ_m², but
+    not exactly Gaussian), so the recursion holds up to O(Δh²)."""
+    e_coarse = _generations(1200)[0]
+    err, var, vstar, mean, m = _generations(2400)
+    assert err < 2e-5
+    assert 3.5 < e_coarse / err < 4.5          # second order in Δh
+    assert var == pytest.approx(vstar, rel=2e-5)
+    assert mean == pytest.approx(m, abs=1e-5)
+
+
+def _weak_selection_error(lam, grid, base, f0):
+    kappa, D = 1.0, 0.02
+    rep = pp.Model(**base, selection=pp.Replicator(kappa), mutation=pp.Diffusion(D))
+    jump = pp.Model(**base, selection=pp.BoltzmannJump(lam, kappa / lam, "both"),
+                    mutation=pp.GaussianJump(np.sqrt(2 * D / lam)))
+    ref = pp.solve(rep, grid, f0, 0.5, 0.005, progress=False).f[-1]
+    got = pp.solve(jump, grid, f0, 0.5, min(0.005, 0.2 / lam), progress=False).f[-1]
+    return np.abs(got - ref).sum() / np.abs(ref).sum()
+
+
+def test_weak_selection_limit_rate():
+    """λ → ∞ with α = κ/λ and σ_m² = 2D/λ: the jump rule tends to the replicator–mutator
+    solution at rate O(1/λ)."""
+    grid = pp.Grid(theta=(-3, 3, 32), h=(-2, 2, 32))
+    base = dict(loss=lambda th, h: 0.5 * (th - h) ** 2, fitness=lambda th, h: -(th - 0.5) ** 2,
+                temperature=0.1, eps=0.1)
+    f0 = pp.gaussian(grid, (-0.4, -0.6), [0.1, 0.1])
+    lams = np.array([10.0, 20.0, 40.0, 80.0])
+    errs = np.array([_weak_selection_error(l, grid, base, f0) for l in lams])
+    slope = np.polyfit(np.log(lams), np.log(errs), 1)[0]
+    assert np.all(np.diff(errs) < 0)
+    assert -1.2 < slope < -0.8, f"rate {slope:.3f}, errors {errs}"
+
+
+def _truncation_ode(p, F, lam, q):
+    """Exact truncation dynamics of a discrete distribution (atoms with fitness F)."""
+    tmap = TruncationMap(F, q, "both")
+    return lambda _t, x: lam * (tmap(x) - x)
+
+
+def test_truncation_moves_rate_times_fraction_and_matches_exact_discrete_dynamics():
+    rng = np.random.default_rng(4)
+    F = rng.normal(size=40)
+    F[5] = F[6] = F[7]                      # ties are shared fractionally
+    p = rng.random(40)
+    p /= p.sum()
+    lam, q = 3.0, 0.2
+    tmap = TruncationMap(F, q, "both")
+    out = tmap(p)
+    # M[f] − f = G − B: the bottom loses exactly q, the top gives exactly q
+    assert (p - out)[(p - out) > 0].sum() == pytest.approx(q, rel=1e-12)
+    assert out.sum() == pytest.approx(1.0, rel=1e-14)
+    # mass moved per unit time at t = 0 is rate × fraction
+    tau = 1e-6
+    step = JumpStep(tmap, lam, order=1)
+    moved = np.abs(step(p, tau) - p).sum() / 2
+    assert moved / tau == pytest.approx(lam * q, rel=1e-5)
+    # the continuum step against an exact ODE solve of the discrete distribution
+    exact = solve_ivp(_truncation_ode(p, F, lam, q), (0, 1.0), p, rtol=1e-11, atol=1e-14,
+                      method="DOP853").y[:, -1]
+    errs = []
+    for n in (40, 80, 160, 320):
+        x = p.copy()
+        st = JumpStep(tmap, lam, order=2)
+        for _ in range(n):
+            x = st(x, 1.0 / n)
+        errs.append(np.abs(x - exact).sum())
+    assert errs[-1] < 1e-4
+    slope = -np.polyfit(np.log([40, 80, 160, 320]), np.log(errs), 1)[0]
+    assert slope > 1.8, f"order of the jump step {slope:.2f}: {errs}"
+
+
+def test_jump_step_orders():
+    """The exponential-midpoint jump step is order 2; the plain one order 1."""
+    h = np.linspace(-3, 3, 200)
+    rho0 = np.exp(-(h + 1) ** 2)
+    rho0 /= rho0.sum()
+    bm = BoltzmannMap(-(h - 0.5) ** 2, 1.5, "both")
+
+    def run(order, n):
+        x = rho0.copy()
+        st = JumpStep(bm, 2.0, order=order)
+        for _ in range(n):
+            x = st(x, 1.0 / n)
+        return x
+    ref = run(2, 4096)
+    for order in (1, 2):
+        e = [np.abs(run(order, n) - ref).sum() for n in (16, 32, 64)]
+        slope = np.log2(e[0] / e[2]) / 2
+        assert abs(slope - order) < 0.15, (order, e)
+
+
+SELECTIONS = [
+    lambda r: pp.Replicator(r.uniform(0, 3)),
+    lambda r: pp.BoltzmannJump(r.uniform(0, 5), r.uniform(0.1, 5), "both"),
+    lambda r: pp.BoltzmannJump(r.uniform(0, 5), r.uniform(0.1, 5), "h"),
+    lambda r: pp.Truncation(r.uniform(0, 5), r.uniform(0.05, 0.5), "both"),
+    lambda r: pp.Truncation(r.uniform(0, 5), r.uniform(0.05, 0.5), "h"),
+]
+
+
+def test_every_variant_positive_and_mass_exact_on_random_models():
+    rng = np.random.default_rng(2024)
+    seen = set()
+    for trial in range(50):
+        sel = SELECTIONS[trial % len(SELECTIONS)](rng)
+        jumpy = not isinstance(sel, pp.Replicator)
+        kind = rng.integers(0, 3 if jumpy else 2)
+        mut = [None, pp.Diffusion(rng.uniform(0, 0.1)), pp.GaussianJump(rng.uniform(0.01, 0.5))
+               ][kind]
+        periodic = tuple(a for a in ("theta", "h") if rng.random() < 0.4)
+        seen.add((type(sel).__name__, getattr(sel, "copy", "-"), type(mut).__name__, periodic))
+        a, c, s = rng.uniform(-1, 1, 3)
+        if "theta" in periodic:
+            box = (-np.pi, np.pi)
+
+            def loss(th, h, a=a):
+                return -np.cos(th - h) + 0.3 * a * np.cos(2 * th)
+        else:
+            box = (-3.0, 3.0)
+
+            def loss(th, h, a=a):
+                return 0.5 * (th - 0.5 * h) ** 2 + 0.1 * a * th ** 4 / 4
+
+        model = pp.Model(loss=loss, fitness=lambda th, h, c=c, s=s: np.cos(th + c) - s * h ** 2,
+                         temperature=lambda h: 0.2 + 0.1 * h ** 2, eps=10 ** rng.uniform(-5, 0),
+                         selection=sel, mutation=mut)
+        grid = pp.Grid(theta=(*box, 24), h=(-1.5, 1.5, 16), periodic=periodic)
+        f0 = rng.random(grid.shape) ** 3
+        sol = pp.solve(model, grid, f0, 0.5, rng.uniform(0.02, 0.2), progress=False,
+                       splitting=["strang", "lie"][trial % 2])
+        assert np.abs(sol.mass - 1).max() < 1e-12, (trial, sel, mut)
+        assert sol.f.min() >= 0.0, (trial, sel, mut)
+    assert len(seen) >= 20
+
+
+def test_periodic_theta_von_mises_effective_fitness():
+    """L = −k cos(θ − h), F = cos(θ − θ*): the discrete Gibbs state of the periodic
+    Scharfetter–Gummel operator gives F̄ = I₁(k/T)/I₀(k/T) cos(h − θ*) to round-off."""
+    k, T, ts = 1.3, 0.4, 0.3
+    grid = pp.Grid(theta=(-np.pi, np.pi, 48), h=(-np.pi, np.pi, 20), periodic=("theta", "h"))
+    model = pp.Model(loss=lambda th, h: -k * np.cos(th - h),
+                     fitness=lambda th, h: np.cos(th - ts), temperature=T, eps=0.1)
+    op = SGOperator.from_model(model, grid)
+    fbar = (op.gibbs * model.fitness_on(grid)).sum(axis=0)
+    exact = sps.i1(k / T) / sps.i0(k / T) * np.cos(grid.h - ts)
+    assert np.abs(fbar - exact).max() < 1e-13
+    # and that Gibbs state is stationary under the periodic step
+    prop = op.propagator(0.05)
+    np.testing.assert_allclose(prop(op.gibbs), op.gibbs, atol=1e-15)
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: pp.BoltzmannJump(-1.0, 1.0), ValueError, "BoltzmannJump rate must be >= 0"),
+    (lambda: pp.BoltzmannJump(1.0, 0.0), ValueError, "BoltzmannJump pressure must be > 0"),
+    (lambda: pp.BoltzmannJump(1.0, 1.0, copy="theta"), ValueError, "copy='theta' is not known"),
+    (lambda: pp.Truncation(-0.5, 0.2), ValueError, "Truncation rate must be >= 0"),
+    (lambda: pp.Truncation(1.0, 0.0), ValueError, "Truncation fraction must be > 0"),
+    (lambda: pp.Truncation(1.0, 0.6), ValueError, r"fraction must be in \(0, 0.5\]"),
+    (lambda: pp.GaussianJump(0.0), ValueError, "GaussianJump std must be > 0"),
+    (lambda: pp.GaussianJump(-0.1), ValueError, "GaussianJump std must be > 0"),
+    (lambda: pp.Model(loss=lambda t, h: t * t, fitness=lambda t, h: t,
+                      selection=pp.Replicator(1.0), mutation=pp.GaussianJump(0.1)),
+     ValueError, "GaussianJump acts at copy events"),
+    (lambda: pp.Grid(theta=(0, 1, 8), h=(0, 1, 8), periodic=("x",)), ValueError,
+     "unknown axes"),
+])
+def test_variant_bad_input(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
