@@ -136,6 +136,24 @@ def _check_h_function(name: str, value: Any) -> Scalar | HFn:
     return positive_float(name, value)
 
 
+def _check_quadratic(value: Any) -> tuple | None:
+    """Validate ``quadratic=(K, center)``: K > 0 a number or callable, center finite or callable."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise TypeError(f"quadratic must be a pair (K, center) declaring L = ½K(h)|θ − "
+                        f"center(h)|² + g(h), got {_short(value)}")
+    K, center = value
+    K = _check_h_function("quadratic K", K)
+    if not callable(center):
+        c = np.asarray(center, dtype=float)
+        if c.ndim > 1 or not np.all(np.isfinite(c)):
+            raise ValueError(f"quadratic center must be a finite number, a 1-D array (θ ∈ "
+                             f"R^d) or a callable center(h), got {_short(center)}")
+        center = float(c) if c.ndim == 0 else c
+    return (K, center)
+
+
 class Model:
     """A two-time-scale population model (MODEL.md §1–2).
 
@@ -162,12 +180,23 @@ class Model:
         the Gibbs measure π_h ∝ exp(−L/T) unchanged. Defaults to 1.
     name:
         Optional label, stored with results.
+    loss_grad:
+        Optional ∇_θ L, called as ``loss_grad(theta, h)`` and returning an array of theta's
+        shape. Used by the particle solver (:func:`pde_popdyn.simulate_particles`) for
+        Euler–Maruyama and MALA steps; the grid solvers do not need it.
+    quadratic:
+        Optional declaration ``(K, center)`` that the loss is L = ½ K(h) |θ − c(h)|² + g(h),
+        with K a positive number or a callable ``K(h)`` and c a number (array for θ ∈ R^d)
+        or a callable ``center(h)``. It lets the particle solver take the exact
+        Ornstein–Uhlenbeck step (asymptotic-preserving for any Δt/ε); the declaration is
+        checked against ``loss`` when particles are simulated.
     """
 
     def __init__(self, loss: FieldFn, fitness: FieldFn | None = None, *,
                  temperature: Scalar | HFn = 1.0, eps: float = 0.01,
                  selection: Replicator | None = None, mutation: Diffusion | None = None,
-                 mobility: Scalar | HFn = 1.0, name: str | None = None):
+                 mobility: Scalar | HFn = 1.0, name: str | None = None,
+                 loss_grad: Callable | None = None, quadratic: tuple | None = None):
         if not callable(loss):
             raise TypeError(f"loss must be a callable loss(theta, h), got {_short(loss)}")
         if fitness is not None and not callable(fitness):
@@ -195,6 +224,11 @@ class Model:
         self.selection = selection
         self.mutation = mutation
         self.name = name
+        if loss_grad is not None and not callable(loss_grad):
+            raise TypeError(f"loss_grad must be a callable loss_grad(theta, h) returning "
+                            f"∂L/∂θ with theta's shape, or None, got {_short(loss_grad)}")
+        self.loss_grad = loss_grad
+        self.quadratic = _check_quadratic(quadratic)
 
     # -- evaluation on a grid ----------------------------------------------------------
     def _h_field(self, name: str, value: Scalar | HFn, h: np.ndarray) -> np.ndarray:
@@ -237,6 +271,9 @@ class Model:
             "loss": fn(self.loss), "fitness": fn(self.fitness),
             "temperature": fn(self.temperature), "mobility": fn(self.mobility),
             "eps": self.eps,
+            "loss_grad": fn(getattr(self, "loss_grad", None)),
+            "quadratic": None if getattr(self, "quadratic", None) is None else
+            [fn(v) if callable(v) else np.asarray(v).tolist() for v in self.quadratic],
             "selection": None if self.selection is None else
             {"rule": type(self.selection).__name__, **asdict(self.selection)},
             "mutation": None if self.mutation is None else
