@@ -9,10 +9,13 @@ from .densities import from_samples, gaussian, normalize, uniform
 from .grid import Grid
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
 from .solution import Solution
+from .gibbs import effective_fitness, gibbs, log_partition
+from .reduced import solve_reduced, steady_state
 from .solve import solve
 
 __version__ = "0.1.0"
 
 __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
            "GaussianJump", "gaussian", "uniform", "normalize",
-           "from_samples", "solve", "Solution", "__version__"]
+           "from_samples", "solve", "Solution", "__version__",
+           "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state"]

@@ -7,16 +7,28 @@ from typing import Any
 
 import numpy as np
 
+from . import diagnostics as _diag
 from .grid import Grid
 from .model import Model
 
 
+KINDS = ("joint", "reduced")
+
+
 @dataclass
 class Solution:
-    """Saved states of a run: ``t`` of shape (n_saved,), ``f`` of shape (n_saved, n_theta, n_h).
+    """Saved states of a run: ``t`` of shape (n_saved,) and ``f``.
+
+    ``kind="joint"`` (default): ``f`` has shape (n_saved, n_theta, n_h), the density f(t,θ,h).
+    ``kind="reduced"``: ``f`` has shape (n_saved, n_h), the h-density ρ(t,h) of the reduced
+    (ε → 0) equation; ``rho`` is ``f`` itself, θ-moments are not defined and raise, and
+    ``info["fitness"]`` is the fitness on grid.h that selection used.
 
     Diagnostics over time are properties: ``mass``, ``rho`` (the h-marginal ρ(t,h)),
-    ``mean_h``, ``var_h``, ``mean_theta``, ``var_theta``, ``cov``, ``mean_fitness`` (⟨F⟩_f).
+    ``mean_h``, ``var_h``, ``mean_theta``, ``var_theta``, ``cov``, ``mean_fitness`` (⟨F⟩_f for
+    a joint run, ⟨F̄⟩_ρ for a reduced one), and, from :mod:`pde_popdyn.diagnostics`,
+    ``effective_fitness``, ``mean_effective_fitness``, ``cov_h_fitness``, ``price_residual``,
+    ``distance_to_optimum``, ``slow_manifold_distance`` and ``diagnostics()``.
     """
 
     t: np.ndarray
@@ -24,50 +36,84 @@ class Solution:
     grid: Grid
     model: Model | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    kind: str = "joint"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not known; use 'joint' or 'reduced'")
+
+    @property
+    def is_reduced(self) -> bool:
+        return self.kind == "reduced"
+
+    def _no_theta(self, what: str) -> None:
+        if self.is_reduced:
+            raise ValueError(f"{what} is not defined for a reduced solution (kind='reduced' "
+                             f"holds only rho(t, h): theta is at its Gibbs state pi_h); use "
+                             f"mean_h / var_h, or pp.gibbs(model, grid) for the theta-law")
 
     # -- marginals and moments ------------------------------------------------------------
     @property
     def mass(self) -> np.ndarray:
+        if self.is_reduced:
+            return np.asarray(self.f) @ self.grid.h_weights
         return self.grid.mass(self.f)
 
     @property
     def rho(self) -> np.ndarray:
-        """ρ(t, h) = ∫ f dθ, shape (n_saved, n_h)."""
+        """ρ(t, h) = ∫ f dθ, shape (n_saved, n_h) (``f`` itself for a reduced solution)."""
+        if self.is_reduced:
+            return self.f
         return self.grid.marginal(self.f, "h")
 
     def marginal(self, axis: str = "h") -> np.ndarray:
         """Marginal density over time along ``axis`` ('h' or 'theta')."""
+        if self.is_reduced:
+            if axis == "h":
+                return self.f
+            self._no_theta(f"marginal({axis!r})")
         return self.grid.marginal(self.f, axis)  # type: ignore[arg-type]
 
     @property
     def mean(self) -> np.ndarray:
         """(E θ, E h) over time, shape (n_saved, 2)."""
+        self._no_theta("mean (E theta, E h)")
         return self.grid.mean(self.f)
 
     @property
     def cov(self) -> np.ndarray:
         """Covariance of (θ, h) over time, shape (n_saved, 2, 2)."""
+        self._no_theta("cov of (theta, h)")
         return self.grid.cov(self.f)
 
     @property
     def mean_theta(self) -> np.ndarray:
+        self._no_theta("mean_theta")
         return self.mean[:, 0]
 
     @property
     def mean_h(self) -> np.ndarray:
+        if self.is_reduced:
+            return _diag.h_moments(self)[0]
         return self.mean[:, 1]
 
     @property
     def var_theta(self) -> np.ndarray:
+        self._no_theta("var_theta")
         return self.cov[:, 0, 0]
 
     @property
     def var_h(self) -> np.ndarray:
+        if self.is_reduced:
+            return _diag.h_moments(self)[1]
         return self.cov[:, 1, 1]
 
     @property
     def mean_fitness(self) -> np.ndarray:
-        """⟨F⟩_f over time."""
+        """⟨F⟩_f over time (joint); ⟨F̄⟩_ρ with the solver's fitness (reduced)."""
+        if self.is_reduced:
+            return _diag.mean_effective_fitness(self)
         if self.model is None or self.model.fitness is None:
             raise ValueError("this solution's model has no fitness")
         F = self.model.fitness_on(self.grid)
@@ -75,6 +121,11 @@ class Solution:
 
     def moments(self) -> dict[str, np.ndarray]:
         """All scalar diagnostics over time, as a dict of 1-D arrays along ``t``."""
+        if self.is_reduced:
+            out = {"mass": self.mass, "mean_h": self.mean_h, "var_h": self.var_h}
+            if self.info.get("fitness") is not None:
+                out["mean_fitness"] = self.mean_fitness
+            return out
         out = {"mass": self.mass, "mean_theta": self.mean_theta, "mean_h": self.mean_h,
                "var_theta": self.var_theta, "var_h": self.var_h,
                "cov_theta_h": self.cov[:, 0, 1]}
@@ -82,10 +133,72 @@ class Solution:
             out["mean_fitness"] = self.mean_fitness
         return out
 
+    # -- two-time-scale diagnostics (pde_popdyn.diagnostics) -------------------------------
+    @property
+    def effective_fitness(self) -> np.ndarray:
+        """The fitness on grid.h the reduced dynamics select on (F̄, or F̄_α for jumps)."""
+        return _diag.effective_fitness_on_grid(self)
+
+    @property
+    def mean_effective_fitness(self) -> np.ndarray:
+        """⟨F̄⟩_ρ over time."""
+        return _diag.mean_effective_fitness(self)
+
+    @property
+    def cov_h_fitness(self) -> np.ndarray:
+        """Cov_ρ(h, F̄) over time."""
+        return _diag.cov_h_fitness(self)
+
+    @property
+    def price_residual(self) -> dict[str, np.ndarray]:
+        """d/dt E[h] − (selection term) − (boundary term); see pde_popdyn.diagnostics."""
+        return _diag.price_residual(self)
+
+    @property
+    def distance_to_optimum(self) -> np.ndarray:
+        """|E[h] − h*| over time, h* = argmax F̄."""
+        return _diag.distance_to_optimum(self)
+
+    @property
+    def slow_manifold_distance(self) -> np.ndarray:
+        """‖f − ρ π_h‖_{L¹} over time (joint solutions only)."""
+        return _diag.slow_manifold_distance(self)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Every applicable diagnostic of :mod:`pde_popdyn.diagnostics`, along ``t``."""
+        return _diag.diagnostics(self)
+
     def at(self, t: float) -> np.ndarray:
         """The saved state nearest to time ``t``."""
         return self.f[int(np.argmin(np.abs(self.t - t)))]
 
     def __repr__(self) -> str:
+        kind = ", kind='reduced'" if self.is_reduced else ""
         return (f"Solution(n_saved={len(self.t)}, t=[{self.t[0]:g}, {self.t[-1]:g}], "
-                f"grid={self.grid!r})")
+                f"grid={self.grid!r}{kind})")
+
+    # -- figures (thin wrappers of pde_popdyn.plot) ------------------------------------------
+    def plot_density(self, times=None, axes=None):
+        """f(θ, h) (or ρ for a reduced run) at the saved times nearest to ``times``."""
+        from . import plot
+        return plot.densities(self, times, axes=axes)
+
+    def plot_kymograph(self, ax=None, hstar: float | None = None, theory: tuple | None = None):
+        """ρ(t, h) over time with the mean of h, h* and an optional theory curve."""
+        from . import plot
+        return plot.kymograph(self, ax=ax, hstar=hstar, theory=theory)
+
+    def plot_moments(self, ax=None, theory=()):
+        """Mean and variance of h over time against theory curves ``(t, mean, var, label)``."""
+        from . import plot
+        return plot.moments(self, ax=ax, theory=theory)
+
+    def plot_particles(self, samples, t: float | None = None, axis: str = "h", ax=None):
+        """A histogram of agents' h (or θ) over this solution's marginal at time ``t``."""
+        from . import plot
+        return plot.particles(samples, self, t, axis=axis, ax=ax)
+
+    def animate(self, path, field: str = "rho", **kwargs):
+        """Save ρ(t, h) or f(t, θ, h) over time as a GIF (Pillow writer); returns the path."""
+        from . import plot
+        return plot.animate(self, path, field=field, **kwargs)

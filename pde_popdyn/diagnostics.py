@@ -1,0 +1,231 @@
+"""Diagnostics along a run, for joint solutions f(t,θ,h) and reduced ones ρ(t,h).
+
+All functions take a :class:`~pde_popdyn.solution.Solution` and return arrays along its saved
+times ``sol.t`` (the Solution exposes them as properties too).
+
+* :func:`h_moments` — E[h] and Var[h] under ρ = ∫ f dθ.
+* :func:`effective_fitness_on_grid` — the fitness the reduced dynamics select on: the one a
+  reduced run used (``sol.info["fitness"]``), or, for a joint run, F̄ (F̄_α for a Boltzmann-jump
+  rule) by quadrature on the grid's θ-box.
+* :func:`mean_effective_fitness` — ⟨F̄⟩_ρ.  (⟨F⟩_f is ``sol.mean_fitness``.)
+* :func:`cov_h_fitness` — Cov_ρ(h, F̄).
+* :func:`price_residual` — the Price identity as a consistency check of the time integration:
+  for replicator selection with diffusive mutation
+
+      d/dt E[h] = κ Cov(h, F) + B(t),
+
+  with Cov under f and the instantaneous F for a joint run (the exact identity of the joint
+  equation: the fast θ-part does not move ρ), and under ρ with F̄ for a reduced run. B is the
+  boundary term of the mutation: in the continuum, with zero flux, d/dt ∫ hρ = D∫ hρ'' =
+  D[hρ'] − D[ρ] = −D(ρ(h_hi) − ρ(h_lo)). The discrete analogue, exactly consistent with the
+  finite-volume Laplacian (ghost cells equal to the edge cells), follows from summation by
+  parts, Σ_i h_i (Δ_hρ)_i Δh = −(ρ_M − ρ_1):
+
+      B = −D (ρ_M − ρ_1)                     (reflecting),
+      B = D (ℓ/Δh) (ρ_1 − ρ_M)               (periodic h, h read on [h_lo, h_hi)),
+
+  with ρ_1, ρ_M the first and last cells (mass-normalised). For the jump and truncation rules
+  d/dt E[h] = λ (E_{M[f]}[h] − E_f[h]) with M the selection map (which includes the mutation
+  kernel K_σ at copies); for a Boltzmann jump without kernel, E_{M[ρ]}[h] = m_α, the
+  W-weighted mean. The residual d/dt E[h] − (selection term) − B, with d/dt E[h] from the
+  saved means by second-order differences (``np.gradient``), is O(Δt_save²) + the splitting
+  error: save often when using it.
+* :func:`distance_to_optimum` — |E[h] − h*| with h* = argmax F̄ (grid argmax refined by the
+  parabola through the three best points, exact for a quadratic F̄).
+* :func:`slow_manifold_distance` — for a joint run, ‖f − ρ π_h‖_{L¹} over (θ, h), with π_h the
+  discrete Gibbs state of the grid (:func:`pde_popdyn.gibbs.gibbs`), which the fast step leaves
+  exactly invariant: it measures how far the population is from the slow manifold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .model import BoltzmannJump, Diffusion, Replicator, Truncation
+
+
+def _kind(sol) -> str:
+    return getattr(sol, "kind", "joint")
+
+
+def _rho(sol) -> np.ndarray:
+    """ρ(t, h) normalised to unit mass, shape (n_saved, n_h)."""
+    rho = np.asarray(sol.rho, float)
+    w = sol.grid.h_weights
+    return rho / (rho * w).sum(axis=-1, keepdims=True)
+
+
+def h_moments(sol) -> tuple[np.ndarray, np.ndarray]:
+    """(E[h], Var[h]) under ρ over time."""
+    rho = _rho(sol)
+    h, w = sol.grid.h, sol.grid.h_weights
+    m = (rho * h * w).sum(-1)
+    v = (rho * (h[None, :] - m[:, None]) ** 2 * w).sum(-1)
+    return m, v
+
+
+def effective_fitness_on_grid(sol) -> np.ndarray:
+    """The fitness on grid.h that the reduced dynamics select on (see module docstring)."""
+    if _kind(sol) == "reduced" and sol.info.get("fitness") is not None:
+        return np.asarray(sol.info["fitness"], float)
+    cache = getattr(sol, "_cache", None)
+    if cache is not None and "effective_fitness" in cache:
+        return cache["effective_fitness"]
+    if sol.model is None or sol.model.fitness is None:
+        raise ValueError("this solution has no fitness on record and no model fitness, so F̄ "
+                         "is not defined")
+    from .reduced import default_fitness
+    fbar = default_fitness(sol.model, sol.grid)[0]
+    if cache is not None:
+        cache["effective_fitness"] = fbar
+    return fbar
+
+
+def mean_effective_fitness(sol) -> np.ndarray:
+    """⟨F̄⟩_ρ over time."""
+    fbar = effective_fitness_on_grid(sol)
+    return (_rho(sol) * fbar * sol.grid.h_weights).sum(-1)
+
+
+def cov_h_fitness(sol) -> np.ndarray:
+    """Cov_ρ(h, F̄) over time."""
+    fbar = effective_fitness_on_grid(sol)
+    rho = _rho(sol)
+    w = sol.grid.h_weights
+    m, _ = h_moments(sol)
+    fm = (rho * fbar * w).sum(-1)
+    return (rho * (sol.grid.h[None, :] - m[:, None]) * (fbar[None, :] - fm[:, None]) * w).sum(-1)
+
+
+def boundary_flux(sol) -> np.ndarray:
+    """B(t): the contribution of diffusive mutation D Δ_h to d/dt E[h] (module docstring)."""
+    model = sol.model
+    mut = None if model is None else model.mutation
+    n = len(sol.t)
+    if not isinstance(mut, Diffusion) or mut.coefficient == 0:
+        return np.zeros(n)
+    rho = _rho(sol)
+    D = mut.coefficient
+    ax = sol.grid.h_axis
+    if ax.periodic:
+        return D * (ax.length / ax.width) * (rho[:, 0] - rho[:, -1])
+    return -D * (rho[:, -1] - rho[:, 0])
+
+
+def _selection_term(sol) -> np.ndarray:
+    """The selection part of d/dt E[h] at each saved state (module docstring)."""
+    model = sol.model
+    sel = None if model is None else model.selection
+    n = len(sol.t)
+    if sel is None or sel.rate == 0:
+        return np.zeros(n)
+    grid = sol.grid
+    if isinstance(sel, Replicator):
+        if _kind(sol) == "reduced":
+            return sel.rate * cov_h_fitness(sol)
+        F = model.fitness_on(grid)
+        f = sol.f / grid.mass(sol.f)[:, None, None]
+        w = grid.weights
+        eh = (f * grid.h[None, None, :] * w).sum(axis=(-2, -1))
+        eF = (f * F * w).sum(axis=(-2, -1))
+        ehF = (f * F * grid.h[None, None, :] * w).sum(axis=(-2, -1))
+        return sel.rate * (ehF - eh * eF)
+    if isinstance(sel, (BoltzmannJump, Truncation)):
+        if _kind(sol) == "reduced":
+            from .reduced import reduced_substeps
+            steps = reduced_substeps(model, grid, effective_fitness_on_grid(sol),
+                                     sol.info.get("scheme", "fv"))
+            mean_h = lambda g: (g * grid.h).sum() / g.sum()                   # noqa: E731
+        else:
+            from .solve import slow_substeps
+            steps = slow_substeps(sel, model.mutation, model.fitness_on(grid), grid)
+            mean_h = lambda g: (g.sum(axis=0) * grid.h).sum() / g.sum()       # noqa: E731
+        mapping = steps[0].mapping
+        return np.array([sel.rate * (mean_h(mapping(f)) - mean_h(f)) for f in sol.f])
+    raise ValueError(f"no Price identity is implemented for selection={sel!r}")
+
+
+def price_residual(sol) -> dict[str, np.ndarray]:
+    """The Price identity along a run (module docstring).
+
+    Returns a dict of arrays along ``sol.t``: ``dmean_dt`` (from the saved means by
+    second-order differences), ``selection`` (κ Cov(h, F), or λ(E_M[h] − E[h]) for the jump
+    rules), ``boundary`` (B) and ``residual`` = dmean_dt − selection − boundary.
+    """
+    if len(sol.t) < 3:
+        raise ValueError("the Price residual needs at least 3 saved states (pass a smaller "
+                         "save_every)")
+    m, _ = h_moments(sol)
+    dm = np.gradient(m, sol.t, edge_order=2)
+    sel = _selection_term(sol)
+    bnd = boundary_flux(sol)
+    return {"t": np.asarray(sol.t), "dmean_dt": dm, "selection": sel, "boundary": bnd,
+            "residual": dm - sel - bnd}
+
+
+def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
+    """h* = argmax of ``fitness`` on the uniform nodes ``h``, refined by the parabola through
+    the best node and its neighbours (exact for a quadratic)."""
+    fitness = np.asarray(fitness, float)
+    j = int(np.argmax(fitness))
+    if j == 0 or j == fitness.size - 1:
+        return float(h[j])
+    a, b, c = fitness[j - 1], fitness[j], fitness[j + 1]
+    denom = a - 2 * b + c
+    if denom >= 0:
+        return float(h[j])
+    return float(h[j] + 0.5 * (h[1] - h[0]) * (a - c) / denom)
+
+
+def distance_to_optimum(sol, hstar: float | None = None) -> np.ndarray:
+    """|E[h] − h*| over time, h* = argmax F̄ unless given."""
+    if hstar is None:
+        hstar = argmax_fitness(effective_fitness_on_grid(sol), sol.grid.h)
+    m, _ = h_moments(sol)
+    return np.abs(m - hstar)
+
+
+def slow_manifold_distance(sol) -> np.ndarray:
+    """‖f − ρ π_h‖_{L¹(θ,h)} over time, for a joint run (module docstring)."""
+    if _kind(sol) == "reduced":
+        raise ValueError("slow_manifold_distance needs a joint solution f(t, theta, h); a "
+                         "reduced solution lies on the slow manifold by construction")
+    if sol.model is None:
+        raise ValueError("this solution has no model, so pi_h is unknown")
+    from .gibbs import gibbs
+    cache = getattr(sol, "_cache", None)
+    pi = None if cache is None else cache.get("gibbs")
+    if pi is None:
+        pi = gibbs(sol.model, sol.grid, check=False)
+        if cache is not None:
+            cache["gibbs"] = pi
+    grid = sol.grid
+    f = np.asarray(sol.f)
+    rho = grid.marginal(f, "h")                                     # (n_saved, n_h)
+    return (np.abs(f - pi[None] * rho[:, None, :]) * grid.weights).sum(axis=(-2, -1))
+
+
+def diagnostics(sol) -> dict[str, Any]:
+    """Every diagnostic that applies to ``sol``, as arrays along ``sol.t``."""
+    m, v = h_moments(sol)
+    out: dict[str, Any] = {"t": np.asarray(sol.t), "mean_h": m, "var_h": v}
+    has_fitness = (sol.info.get("fitness") is not None if _kind(sol) == "reduced"
+                   else sol.model is not None and sol.model.fitness is not None)
+    if has_fitness:
+        out["mean_effective_fitness"] = mean_effective_fitness(sol)
+        out["cov_h_fitness"] = cov_h_fitness(sol)
+        out["distance_to_optimum"] = distance_to_optimum(sol)
+        if _kind(sol) == "joint":
+            out["mean_fitness"] = sol.mean_fitness
+        if len(sol.t) >= 3 and sol.model is not None and sol.model.selection is not None:
+            out["price_residual"] = price_residual(sol)["residual"]
+    if _kind(sol) == "joint" and sol.model is not None:
+        out["slow_manifold_distance"] = slow_manifold_distance(sol)
+    return out
+
+
+__all__ = ["h_moments", "effective_fitness_on_grid", "mean_effective_fitness",
+           "cov_h_fitness", "boundary_flux", "price_residual", "argmax_fitness",
+           "distance_to_optimum", "slow_manifold_distance", "diagnostics"]

@@ -1,0 +1,106 @@
+"""Diagnostics along joint and reduced runs (issue 4, item 4)."""
+
+import numpy as np
+import pytest
+
+import pde_popdyn as pp
+from pde_popdyn import diagnostics as dg
+from pde_popdyn.gibbs import gibbs
+from pde_popdyn.presets import GaussianProblem
+from pde_popdyn.reduced import solve_reduced
+
+# F̄(h) = h − T·0 (the fitness depends on h only): the optimum is the upper edge of the h-box,
+# so the population presses against the reflecting boundary and the boundary term matters.
+EDGE_MODEL = pp.Model(loss=lambda th, h: 0.5 * (th - h) ** 2, fitness=lambda th, h: 0.0 * th + h,
+                      temperature=0.05, selection=pp.Replicator(1.0), mutation=pp.Diffusion(0.05))
+EDGE_GRID = pp.Grid(theta=(-4, 4, 64), h=(-1, 1, 100))
+
+
+def test_price_identity_with_the_boundary_term_reduced():
+    rho0 = np.exp(-(EDGE_GRID.h - 0.5) ** 2 / (2 * 0.05))
+    late = {}
+    for dt in (0.01, 0.005):
+        sol = solve_reduced(EDGE_MODEL, EDGE_GRID, rho0, 1.0, dt, save_every=1, progress=False)
+        pr = sol.price_residual
+        t = pr["t"]
+        # the selection term is κ Cov(h, F̄) and the boundary term −D(ρ_M − ρ_1) is large here
+        np.testing.assert_allclose(pr["selection"], sol.cov_h_fitness, rtol=0, atol=0)
+        assert np.abs(pr["boundary"]).max() > 0.05
+        # the data violate the Neumann condition at t = 0: an initial layer, then O(Δt²)
+        late[dt] = np.abs(pr["residual"][t > 0.3]).max()
+        assert np.abs(pr["dmean_dt"] - pr["selection"])[t > 0.3].max() > 1e4 * late[dt]
+    assert late[0.01] < 2e-6
+    assert 3.0 < late[0.01] / late[0.005] < 5.0          # second order in Δt
+
+
+def test_price_identity_joint_run():
+    prob = GaussianProblem(eps=0.1, kappa=1.0, D=0.02, mean0=(-0.3, -0.4),
+                           cov0=[[0.05, 0.0], [0.0, 0.06]])
+    grid = prob.grid(40, 40)
+    res = []
+    for dt in (0.02, 0.01):
+        sol = pp.solve(prob.model(), grid, prob.initial(grid), 0.4, dt, save_every=1,
+                       progress=False)
+        pr = sol.price_residual
+        assert np.abs(pr["selection"]).max() > 0.05
+        res.append(np.abs(pr["residual"][1:-1]).max())
+    assert res[1] < 2e-4 and 3.0 < res[0] / res[1] < 5.0
+
+
+def test_price_identity_jump_rule():
+    model = pp.Model(loss=EDGE_MODEL.loss, fitness=lambda th, h: -(th - 0.3) ** 2,
+                     temperature=0.05, selection=pp.BoltzmannJump(2.0, 3.0),
+                     mutation=pp.GaussianJump(0.1))
+    rho0 = np.exp(-(EDGE_GRID.h + 0.3) ** 2 / (2 * 0.05))
+    res = []
+    for dt in (0.01, 0.005):
+        sol = solve_reduced(model, EDGE_GRID, rho0, 1.0, dt, save_every=1, progress=False)
+        pr = sol.price_residual
+        assert np.abs(pr["selection"]).max() > 0.05 and not pr["boundary"].any()
+        res.append(np.abs(pr["residual"][1:-1]).max())
+    assert res[1] < 2e-5 and 3.0 < res[0] / res[1] < 5.0
+
+
+def test_moments_covariance_and_distance_to_optimum():
+    """For Gaussian ρ = N(m, v) and F̄ = −(g/2)(h − ĥ)²: Cov(h, F̄) = −g v (m − ĥ)."""
+    prob = GaussianProblem(kappa=2.0, D=0.02, h_box=(-3.0, 3.0), theta_box=(-5.0, 5.0))
+    grid = prob.grid(32, 256)
+    g, hhat = prob.effective_fitness_coeffs()
+    m0, v0 = -0.8, 0.03
+    rho0 = np.exp(-(grid.h - m0) ** 2 / (2 * v0))
+    sol = solve_reduced(prob.model(), grid, rho0, 0.5, 0.01, progress=False, scheme="spectral")
+    m, v = dg.h_moments(sol)
+    np.testing.assert_allclose(m, sol.mean_h)
+    assert abs(m[0] - m0) < 1e-13 and abs(v[0] - v0) < 1e-13
+    assert abs(sol.cov_h_fitness[0] - (-g * v0 * (m0 - hhat))) < 1e-12
+    assert abs(dg.argmax_fitness(sol.effective_fitness, grid.h) - hhat) < 1e-12
+    np.testing.assert_allclose(sol.distance_to_optimum, np.abs(sol.mean_h - hhat), atol=1e-12)
+    np.testing.assert_allclose(sol.mean_effective_fitness, sol.mean_fitness)
+    d = sol.diagnostics()
+    assert {"mean_h", "var_h", "mean_effective_fitness", "cov_h_fitness",
+            "distance_to_optimum", "price_residual"} <= set(d)
+    assert "slow_manifold_distance" not in d
+    with pytest.raises(ValueError, match="joint"):
+        sol.slow_manifold_distance
+
+
+def test_slow_manifold_distance_is_order_eps():
+    """Well-prepared data f₀ = ρ₀ π_h: zero distance at t = 0, then O(ε) (with Δt = ε/10, so
+    that the splitting resolves the fast relaxation)."""
+    dist = {}
+    for eps in (1e-2, 1e-3):
+        prob = GaussianProblem(eps=eps, kappa=1.0, D=0.02, mean0=(-0.3, -0.4))
+        grid = prob.grid(48, 32)
+        model = prob.model()
+        rho0 = np.exp(-(grid.h + 0.4) ** 2 / (2 * 0.06))
+        f0 = gibbs(model, grid) * rho0[None, :]
+        sol = pp.solve(model, grid, f0, 25 * eps, eps / 10, progress=False)
+        sm = sol.slow_manifold_distance
+        assert sm[0] < 1e-14
+        dist[eps] = sm[-1]
+        d = sol.diagnostics()
+        assert {"slow_manifold_distance", "mean_fitness", "price_residual"} <= set(d)
+        # ⟨F⟩_f and ⟨F̄⟩_ρ agree up to the same O(ε)
+        assert abs(d["mean_fitness"][-1] - d["mean_effective_fitness"][-1]) < 50 * eps
+    slope = np.log10(dist[1e-2] / dist[1e-3])
+    assert abs(slope - 1) < 0.15, f"slow-manifold distance {dist}"
