@@ -29,16 +29,36 @@ def periodic_eigenvalues(cells: int, width: float) -> np.ndarray:
     return 2.0 * (1.0 - np.cos(2 * np.pi * k / cells)) / width ** 2
 
 
+def spectral_eigenvalues(cells: int, width: float, periodic: bool) -> np.ndarray:
+    """Eigenvalues of −∂²_h on the continuum: (kπ/ℓ)² for the cosine (Neumann) modes,
+    (2πk/ℓ)² for the periodic ones, ℓ = cells·Δh."""
+    ell = cells * width
+    if periodic:
+        return (2 * np.pi * np.arange(cells // 2 + 1) / ell) ** 2
+    return (np.pi * np.arange(cells) / ell) ** 2
+
+
 class DiffusionStep:
     """Exact step of D ∂²_h on the last axis of f: reflecting boundaries by the DCT-II, or
-    periodic ones by the real FFT (``periodic=True``)."""
+    periodic ones by the real FFT (``periodic=True``).
+
+    ``spectral=False`` (default) uses the finite-volume eigenvalues: the step is the exact
+    solution of the semi-discrete equation, positive and second order in Δh.
+    ``spectral=True`` uses the continuum eigenvalues (kπ/ℓ)²: the step is the exact heat flow
+    of the cosine (or Fourier) interpolant, spectrally accurate for smooth data, and positive
+    only up to that accuracy (no clipping is done then).
+    """
 
     def __init__(self, coefficient: float, cells: int, width: float, axis: int = -1,
-                 periodic: bool = False):
+                 periodic: bool = False, spectral: bool = False):
         self.coefficient = float(coefficient)
         self.periodic = bool(periodic)
+        self.spectral = bool(spectral)
         self.cells = cells
-        self.lam = (periodic_eigenvalues if periodic else neumann_eigenvalues)(cells, width)
+        if spectral:
+            self.lam = spectral_eigenvalues(cells, width, periodic)
+        else:
+            self.lam = (periodic_eigenvalues if periodic else neumann_eigenvalues)(cells, width)
         self.axis = axis
         self._cache: dict[float, np.ndarray] = {}
 
@@ -61,5 +81,7 @@ class DiffusionStep:
             c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
             c *= self._factor(tau)
             g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
+        if self.spectral:
+            return g
         np.maximum(g, 0.0, out=g)
         return g * (mass / g.sum())
