@@ -7,6 +7,7 @@ the module docstrings for the equations each function solves.
 
 from .densities import from_samples, gaussian, normalize, uniform
 from .grid import Grid
+from .io import load, resume
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
 from .solution import Solution
 from .gibbs import effective_fitness, gibbs, log_partition
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
            "GaussianJump", "gaussian", "uniform", "normalize",
-           "from_samples", "solve", "Solution", "__version__",
+           "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state"]

@@ -1,7 +1,33 @@
 """The ``pde-popdyn`` command.
 
-``pde-popdyn`` (or ``pde-popdyn run``) solves the built-in example, prints a summary with the
-theory beside the solver, and saves a figure. ``pde-popdyn presets`` lists the built-in models.
+::
+
+    pde-popdyn [run] [CONFIG.toml] [--out DIR] [--force] [--quiet]   solve; write HDF5 + figures
+    pde-popdyn resume FILE --t-final T                                continue a run in its file
+    pde-popdyn plot FILE [--out DIR]                                  figures from a snapshot file
+    pde-popdyn info FILE                                              summarise a snapshot file
+    pde-popdyn presets [--verbose]                                    list the built-in models
+
+Without a command (or with only options) it runs the built-in example. A config is TOML::
+
+    preset = "quadratic-bilevel"   # a built-in model (pde-popdyn presets)
+    name = "example"               # stem of the output files: example.h5, example.png, ...
+    [params]                       # the preset's parameters, e.g.
+    kappa = 4.0
+    eps = 0.01
+    [grid]
+    n_theta = 128
+    n_h = 96
+    [run]
+    t_final = 5.0
+    dt = 0.02
+    save_every = 2                 # steps between snapshots (default: about 100 snapshots)
+    splitting = "strang"
+    [output]
+    figures = true
+    animation = true
+
+An unknown key is an error naming it. Command-line options override the config.
 """
 
 from __future__ import annotations
@@ -9,34 +35,179 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .presets import PRESETS
+from .presets import PRESETS, build, preset_parameters
 
 
-def _run(args: argparse.Namespace) -> int:
+# -- configuration ---------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    """The settings of ``pde-popdyn run`` (defaults: the built-in example)."""
+
+    preset: str = "quadratic-bilevel"
+    name: str = "example"
+    params: dict | None = None
+    n_theta: int = 128
+    n_h: int = 96
+    t_final: float = 5.0
+    dt: float = 0.02
+    save_every: int | None = None
+    splitting: str = "strang"
+    figures: bool = True
+    animation: bool = True
+
+
+# section -> key -> (RunConfig field, type(s))
+_SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
+    "": {"preset": ("preset", (str,)), "name": ("name", (str,))},
+    "grid": {"n_theta": ("n_theta", (int,)), "n_h": ("n_h", (int,))},
+    "run": {"t_final": ("t_final", (int, float)), "dt": ("dt", (int, float)),
+            "save_every": ("save_every", (int,)), "splitting": ("splitting", (str,))},
+    "output": {"figures": ("figures", (bool,)), "animation": ("animation", (bool,))},
+}
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run config; an unknown section or key is a ValueError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p} is not valid TOML: {exc}") from None
+    return config_from_dict(raw, source=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """A :class:`RunConfig` from a parsed TOML table (see the module docstring)."""
+    cfg = RunConfig()
+    sections = set(_SCHEMA) - {""} | {"params"}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in sections:
+                raise ValueError(f"{source}: unknown section [{key}]; the sections are "
+                                 f"{', '.join('[' + s + ']' for s in sorted(sections))}")
+            if key == "params":
+                cfg.params = dict(value)
+                continue
+            for sub, v in value.items():
+                _set(cfg, key, sub, v, source)
+        else:
+            _set(cfg, "", key, value, source)
+    # unknown preset parameters are named by presets.build
+    try:
+        build(cfg.preset, cfg.params)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return cfg
+
+
+def _set(cfg: RunConfig, section: str, key: str, value: Any, source: str) -> None:
+    table = _SCHEMA[section]
+    dotted = f"{section}.{key}" if section else key
+    if key not in table:
+        where = f"in [{section}]" if section else "at the top level"
+        raise ValueError(f"{source}: unknown key {dotted!r}; the keys {where} are "
+                         f"{', '.join(sorted(table))}")
+    name, types = table[key]
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise ValueError(f"{source}: {dotted} = {value!r} must be of type "
+                         f"{' or '.join(t.__name__ for t in types)}")
+    setattr(cfg, name, value)
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _gibbs_and_fbar(model, grid) -> tuple[np.ndarray, np.ndarray]:
+    """π_h(θ) ∝ exp(−L/T) per h-column (a density in θ) and F̄(h) = ∫ F dπ_h, by quadrature
+    on the grid's θ-nodes."""
+    L = model.loss_on(grid)
+    T = model.temperature_on(grid.h)
+    w_theta = getattr(grid, "theta_weights", None)
+    w_theta = np.full(grid.n_theta, grid.dtheta) if w_theta is None else np.asarray(w_theta)
+    w = np.exp(-(L - L.min(axis=0)) / T)
+    pi = w / (w * w_theta[:, None]).sum(axis=0)
+    fbar = (pi * model.fitness_on(grid) * w_theta[:, None]).sum(axis=0)
+    return pi, fbar
+
+
+def make_figures(sol, prob, out: Path, stem: str, *, animation: bool = True) -> list[Path]:
+    """The figures of a run: ``{stem}.png`` (ρ(t,h) and the moments of h against theory),
+    ``{stem}_density.png``, ``{stem}_fitness.png`` (F̄ and π_h, when the model is known) and
+    ``{stem}_rho.gif``. ``prob`` is the preset problem (for theory curves) or None."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from . import plot
-    from .solve import solve
 
-    prob = PRESETS[args.preset]()
-    grid = prob.grid(args.n_theta, args.n_h)
-    model = prob.model()
-    t0 = time.perf_counter()
-    sol = solve(model, grid, prob.initial(grid), args.t_final, args.dt,
-                progress=False if args.quiet else None)
-    wall = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    hstar = None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    if prob is not None:
+        mu, S = prob.exact(sol.t)
+        m_red, v_red = prob.reduced(sol.t)
+        hstar = prob.effective_fitness_coeffs()[1]
+        plot.kymograph(sol, ax=axes[0], hstar=hstar,
+                       theory=(sol.t, mu[:, 1], "exact (Gaussian ODE)"))
+        plot.moments(sol, ax=axes[1:],
+                     theory=[(sol.t, mu[:, 1], S[:, 1, 1], "exact, ε = %g" % prob.eps),
+                             (sol.t, m_red, v_red, "reduced, ε → 0")])
+        fig.suptitle("pde-popdyn: the population's mean hyperparameter climbs to "
+                     "h* = argmax F̄")
+    else:
+        plot.kymograph(sol, ax=axes[0])
+        plot.moments(sol, ax=axes[1:])
+        fig.suptitle("pde-popdyn: the population of hyperparameters over time")
+    axes[0].set_title("population of hyperparameters ρ(t, h)")
+    path = out / f"{stem}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    axs = plot.densities(sol)
+    path = out / f"{stem}_density.png"
+    np.atleast_1d(axs)[0].figure.savefig(path, dpi=100)
+    plt.close(np.atleast_1d(axs)[0].figure)
+    written.append(path)
+
+    if sol.model is not None and sol.model.fitness is not None:
+        pi, fbar = _gibbs_and_fbar(sol.model, sol.grid)
+        if prob is not None:
+            fbar = prob.effective_fitness(sol.grid.h)  # closed form
+        elif hstar is None:
+            hstar = float(sol.grid.h[int(np.argmax(fbar))])
+        axs = plot.effective_fitness(sol.grid.h, fbar, gibbs=pi, theta=sol.grid.theta,
+                                     hstar=hstar, rho=sol.rho[-1])
+        axs[0].set_title(f"effective fitness, population at t = {sol.t[-1]:.3g}")
+        path = out / f"{stem}_fitness.png"
+        axs[0].figure.savefig(path, dpi=100)
+        plt.close(axs[0].figure)
+        written.append(path)
+    if animation:
+        written.append(plot.animate(sol, out / f"{stem}_rho.gif", hstar=hstar, max_frames=40))
+    return written
+
+
+def _problem_of(sol):
+    preset = getattr(sol.model, "preset", None) if sol.model is not None else None
+    return build(preset["name"], preset.get("params")) if isinstance(preset, dict) else None
+
+
+# -- commands --------------------------------------------------------------------------------
+def _print_summary(sol, prob, grid, wall: float, label: str) -> None:
     mu, S = prob.exact(sol.t)
-    m_red, v_red = prob.reduced(sol.t)
+    m_red, _ = prob.reduced(sol.t)
     g, hstar = prob.effective_fitness_coeffs()
-
-    print(f"pde-popdyn {__version__}: preset '{args.preset}'")
+    print(f"pde-popdyn {__version__}: preset '{label}'")
     print(f"  inner: L = {prob.K:g}/2 (θ − {prob.a:g} h)^2 at T = {prob.T:g}, ε = {prob.eps:g}")
     print(f"  outer: F = −(θ − {prob.zstar[0]:g})^2, replicator κ = {prob.kappa:g}, "
           f"mutation D = {prob.D:g}")
@@ -54,26 +225,103 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n  max |E[h] PDE − exact Gaussian solution| = {err:.2e}; "
           f"mass drift {np.abs(sol.mass - 1).max():.1e}; min f = {sol.f.min():.1e}")
 
+
+def _run(args: argparse.Namespace) -> int:
+    from .io import check_writable
+    from .solve import solve
+
+    cfg = load_config(args.config) if args.config else RunConfig()
+    for opt, name in (("preset", "preset"), ("t_final", "t_final"), ("dt", "dt"),
+                      ("n_theta", "n_theta"), ("n_h", "n_h"), ("save_every", "save_every")):
+        if getattr(args, opt) is not None:
+            setattr(cfg, name, getattr(args, opt))
+    prob = build(cfg.preset, cfg.params)
+    grid = prob.grid(cfg.n_theta, cfg.n_h)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-    plot.kymograph(sol, ax=axes[0], hstar=hstar,
-                   theory=(sol.t, mu[:, 1], "exact (Gaussian ODE)"))
-    axes[0].set_title("population of hyperparameters ρ(t, h)")
-    plot.moments(sol, ax=axes[1:], theory=[(sol.t, mu[:, 1], S[:, 1, 1], "exact, ε = %g" % prob.eps),
-                                          (sol.t, m_red, v_red, "reduced, ε → 0")])
-    fig.suptitle("pde-popdyn: the population's mean hyperparameter climbs to h* = argmax F̄")
-    path = out / "example.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"  figure written to {path}")
+    h5 = check_writable(out / f"{cfg.name}.h5", args.force)
+    t0 = time.perf_counter()
+    try:
+        sol = solve(prob.model(), grid, prob.initial(grid), cfg.t_final, cfg.dt,
+                    splitting=cfg.splitting, save_every=cfg.save_every,
+                    progress=False if args.quiet else None, output=h5, overwrite=args.force)
+    except KeyboardInterrupt:
+        print(f"\npde-popdyn: interrupted; {h5} holds the snapshots written so far "
+              f"(continue with: pde-popdyn resume {h5} --t-final {cfg.t_final:g})",
+              file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - t0
+    _print_summary(sol, prob, grid, wall, cfg.preset)
+    print(f"  snapshots written to {h5} ({len(sol.t)} snapshots)")
+    if cfg.figures:
+        for path in make_figures(sol, prob, out, cfg.name, animation=cfg.animation):
+            print(f"  figure written to {path}")
     return 0
 
 
-def _presets(_args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace) -> int:
+    from .io import inspect, resume
+    before = inspect(args.file)
+    t0 = time.perf_counter()
+    sol = resume(args.file, args.t_final, save_every=args.save_every,
+                 progress=False if args.quiet else None)
+    wall = time.perf_counter() - t0
+    n_new = len(sol.t) - before["n_snapshots"]
+    print(f"resumed {args.file} from t = {before['t_last']:g} to t = {sol.t[-1]:g}: "
+          f"{n_new} new snapshots ({len(sol.t)} in all) in {wall:.2f} s")
+    print(f"  E[h] = {sol.mean_h[-1]:.6g}, Var[h] = {sol.var_h[-1]:.6g}, "
+          f"mass = {sol.mass[-1]:.15g}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .io import load
+    sol = load(args.file)
+    path = Path(args.file)
+    out = Path(args.out) if args.out else path.parent
+    prob = _problem_of(sol) if np.ndim(sol.f) == 3 else None
+    for p in make_figures(sol, prob, out, path.stem, animation=not args.no_animation):
+        print(f"figure written to {p}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .io import inspect
+    s = inspect(args.file)
+    a = s["attrs"]
+    state = "closed cleanly" if s["closed_cleanly"] else \
+        "NOT closed: its writer was killed or is still running (pp.io.repair fixes a killed one)"
+    print(f"{s['path']}: pde_popdyn {a.get('kind')} snapshots, status {a.get('status')!r}, "
+          f"{state}")
+    print(f"  {s['n_snapshots']} snapshots, t from {s['t_first']} to {s['t_last']}; "
+          f"{s['size_bytes'] / 1e6:.3g} MB; written by pde_popdyn "
+          f"{a.get('pde_popdyn_version')}, created {a.get('created')}")
+    model = a.get("model") or {}
+    preset = a.get("preset")
+    print(f"  model: {model.get('name')!r}, eps = {model.get('eps')}, "
+          f"selection {model.get('selection')}, mutation {model.get('mutation')}")
+    print(f"  preset: {preset['name'] + ' (rebuilt on load/resume)' if preset else 'none (a user-defined model: pass model= to resume)'}")
+    print(f"  grid: {a.get('grid')}")
+    print(f"  scheme {a.get('scheme')!r}, splitting {a.get('splitting')!r}, dt = {a.get('dt')}, "
+          f"save_every = {a.get('save_every')}, seed = {a.get('seed')}")
+    print("  variables:")
+    for name, v in s["variables"].items():
+        comp = f", {v['compression']}" if v["compression"] else ""
+        print(f"    {name:16s} ({', '.join(v['dims'])}) {tuple(v['shape'])} {v['dtype']}{comp}")
+    if s["last"]:
+        print("  diagnostics (first -> last):")
+        for name, last in s["last"].items():
+            print(f"    {name:16s} {s['first'][name]: .6g} -> {last: .6g}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
     for name, make in PRESETS.items():
         doc = (make.__doc__ or "").strip().splitlines()[0]
         print(f"{name:20s} {doc}")
+        if args.verbose:
+            params = preset_parameters(name)
+            print("    " + ", ".join(f"{k} = {v}" for k, v in params.items()))
     return 0
 
 
@@ -81,35 +329,79 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pde-popdyn",
         description="Mean-field solver for population-based training. Without a command, "
-                    "runs the built-in example.")
+                    "runs the built-in example (= pde-popdyn run).",
+        epilog="Run 'pde-popdyn COMMAND --help' for the options of a command.")
     p.add_argument("--version", action="version", version=f"pde-popdyn {__version__}")
-    sub = p.add_subparsers(dest="command")
-    r = sub.add_parser("run", help="solve a built-in example and write a figure",
-                       description="Solve a built-in preset, print E[h] against the theory "
-                                   "and write a figure.")
-    r.add_argument("--preset", default="quadratic-bilevel", choices=sorted(PRESETS),
-                   help="built-in model (default: quadratic-bilevel)")
-    r.add_argument("--t-final", type=float, default=5.0, help="final time (default 5)")
-    r.add_argument("--dt", type=float, default=0.02, help="time step (default 0.02)")
-    r.add_argument("--n-theta", type=int, default=128, help="θ cells (default 128)")
-    r.add_argument("--n-h", type=int, default=96, help="h cells (default 96)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser(
+        "run", help="solve a preset (default: the built-in example); write HDF5 and figures",
+        description="Solve a built-in preset, print E[h] against the theory, write the "
+                    "snapshots to OUT/NAME.h5 and figures to OUT/NAME*.png and a GIF. "
+                    "CONFIG.toml sets the preset, its parameters, the grid and the run "
+                    "(format: see the pde_popdyn.cli module docstring); options override it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("config", nargs="?", metavar="CONFIG.toml", help="TOML run configuration")
     r.add_argument("--out", default="pde_popdyn_output", help="output folder")
+    r.add_argument("--force", action="store_true",
+                   help="overwrite an existing snapshot file (otherwise an error)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--preset", choices=sorted(PRESETS), help="built-in model "
+                   "(default: the config's, else quadratic-bilevel)")
+    r.add_argument("--t-final", type=float, help="final time (default: config, else 5)")
+    r.add_argument("--dt", type=float, help="time step (default: config, else 0.02)")
+    r.add_argument("--n-theta", type=int, help="θ cells (default: config, else 128)")
+    r.add_argument("--n-h", type=int, help="h cells (default: config, else 96)")
+    r.add_argument("--save-every", type=int, help="steps between snapshots "
+                   "(default: config, else about 100 snapshots)")
     r.set_defaults(func=_run)
-    s = sub.add_parser("presets", help="list the built-in models")
-    s.set_defaults(func=_presets)
+
+    s = sub.add_parser("resume", help="continue a run stored in a snapshot file",
+                       description="Continue the run in FILE up to --t-final, appending to "
+                                   "FILE. The model is rebuilt from its preset; the grid, dt, "
+                                   "scheme and splitting are the stored ones, so the result "
+                                   "equals an uninterrupted run.")
+    s.add_argument("file", metavar="FILE", help="snapshot file (.h5)")
+    s.add_argument("--t-final", type=float, required=True,
+                   help="final time: the stored last time plus a whole number of steps")
+    s.add_argument("--save-every", type=int, help="steps between snapshots (default: stored)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_resume)
+
+    pl = sub.add_parser("plot", help="draw the figures of a snapshot file",
+                        description="Write FILE-stem.png (ρ(t,h), mean and variance of h, "
+                                    "with theory for presets), _density.png, _fitness.png "
+                                    "(when the model is known) and _rho.gif. Figures are "
+                                    "regenerated; the snapshot file is only read.")
+    pl.add_argument("file", metavar="FILE", help="snapshot file (.h5)")
+    pl.add_argument("--out", help="output folder (default: the file's folder)")
+    pl.add_argument("--no-animation", action="store_true", help="skip the GIF")
+    pl.set_defaults(func=_plot)
+
+    i = sub.add_parser("info", help="summarise a snapshot file",
+                       description="Print the kind, status, model, grid, settings, variables "
+                                   "and first/last diagnostics of a snapshot file.")
+    i.add_argument("file", metavar="FILE", help="snapshot file (.h5)")
+    i.set_defaults(func=_info)
+
+    ps = sub.add_parser("presets", help="list the built-in models",
+                        description="List the built-in models usable as preset = ... in a "
+                                    "config.")
+    ps.add_argument("--verbose", "-v", action="store_true",
+                    help="also list each preset's parameters and defaults")
+    ps.set_defaults(func=_presets)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"pde-popdyn: error: {exc}", file=sys.stderr)
         return 2
 

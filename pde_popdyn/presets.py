@@ -9,7 +9,8 @@ effective fitness F̄(h) = −(g/2)(h − ĥ)² + const, so both limits are know
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ class GaussianProblem:
     theta_box: tuple = (-3.0, 3.0)
     h_box: tuple = (-2.0, 2.0)
 
+    # Not a dataclass field: the name under which :func:`build` finds this problem again.
+    preset_name = "gaussian"
+
     # -- model and data ------------------------------------------------------------------
     def model(self) -> Model:
         K, a, b = self.K, self.a, self.b
@@ -49,11 +53,14 @@ class GaussianProblem:
             d0, d1 = theta - ts, h - hs
             return -0.5 * (Q[0, 0] * d0 * d0 + 2 * Q[0, 1] * d0 * d1 + Q[1, 1] * d1 * d1)
 
-        return Model(loss=loss, fitness=fitness, temperature=self.T, eps=self.eps,
-                     mobility=self.mobility,
-                     selection=Replicator(self.kappa) if self.kappa > 0 else None,
-                     mutation=Diffusion(self.D) if self.D > 0 else None,
-                     name="gaussian")
+        model = Model(loss=loss, fitness=fitness, temperature=self.T, eps=self.eps,
+                      mobility=self.mobility,
+                      selection=Replicator(self.kappa) if self.kappa > 0 else None,
+                      mutation=Diffusion(self.D) if self.D > 0 else None,
+                      name="gaussian")
+        # lets a snapshot file rebuild the model: build(**model.preset) gives it back
+        model.preset = {"name": self.preset_name, "params": self.to_dict()}
+        return model
 
     def grid(self, n_theta: int = 128, n_h: int = 64) -> Grid:
         return Grid(theta=(*self.theta_box, n_theta), h=(*self.h_box, n_h))
@@ -115,9 +122,50 @@ def readme_example() -> GaussianProblem:
     Outer problem: maximise the fitness F = −(θ − ½)², i.e. F̄(h) = −(h − ½)² − T, whose best
     hyperparameter is h* = ½. The population starts at mean h = −1 and climbs toward h*.
     """
-    return GaussianProblem(K=1.0, a=1.0, b=0.0, T=0.05, eps=0.01, kappa=4.0, D=0.02,
+    prob = GaussianProblem(K=1.0, a=1.0, b=0.0, T=0.05, eps=0.01, kappa=4.0, D=0.02,
                            Q=[[2.0, 0.0], [0.0, 0.0]], zstar=(0.5, 0.0),
                            mean0=(-0.5, -1.0), cov0=[[0.04, 0.0], [0.0, 0.04]])
+    prob.preset_name = "quadratic-bilevel"
+    return prob
 
 
-PRESETS = {"quadratic-bilevel": readme_example}
+def gaussian_problem() -> GaussianProblem:
+    """The linear-Gaussian test family of MODEL.md §4 (exact joint and reduced solutions)."""
+    return GaussianProblem()
+
+
+PRESETS = {"quadratic-bilevel": readme_example, "gaussian": gaussian_problem}
+
+
+def preset_parameters(name: str) -> dict[str, Any]:
+    """The parameters of preset ``name`` and their default values."""
+    return _preset_factory(name)().to_dict()
+
+
+def _preset_factory(name: Any):
+    if name not in PRESETS:
+        raise ValueError(f"preset {name!r} is not known; the built-in presets are "
+                         f"{', '.join(sorted(PRESETS))} (see `pde-popdyn presets`)")
+    return PRESETS[name]
+
+
+def build(name: str, params: dict[str, Any] | None = None) -> GaussianProblem:
+    """Preset ``name`` with some of its parameters replaced by ``params``.
+
+    ``build(**model.preset)`` rebuilds the problem behind a preset model, which is how a
+    snapshot file written from a preset can be resumed. An unknown parameter is a ValueError
+    naming it.
+    """
+    base = _preset_factory(name)()
+    params = dict(params or {})
+    known = {f.name for f in fields(base)}
+    for key in params:
+        if key not in known:
+            raise ValueError(f"parameter {key!r} is not known for preset {name!r}; its "
+                             f"parameters are {', '.join(sorted(known))}")
+    # TOML and JSON give lists where the dataclass holds tuples
+    params = {k: tuple(v) if isinstance(getattr(base, k), tuple) and isinstance(v, list) else v
+              for k, v in params.items()}
+    prob = replace(base, **params)
+    prob.preset_name = name
+    return prob

@@ -81,7 +81,9 @@ def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True) -> tup
 
 def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
           splitting: str = "strang", scheme: str = "fv", save_every: int | None = None,
-          progress: bool | None = None, check_gibbs: bool = True) -> Solution:
+          progress: bool | None = None, check_gibbs: bool = True,
+          output: str | None = None, overwrite: bool = False,
+          resume: str | None = None) -> Solution:
     """Solve the joint equation for f(t, θ, h) from ``f0`` up to ``t_final``.
 
     Solves (MODEL.md §2, replicator selection with diffusive mutation)
@@ -110,12 +112,38 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         True/False to show/hide a progress bar; None shows it on a terminal only.
     check_gibbs:
         Check that the Gibbs measure exp(−L/T) is resolved and confined on the θ-box.
+    output:
+        An HDF5 file to write the snapshots to as they are saved (format: :mod:`pde_popdyn.io`),
+        each flushed at once, so that a killed run leaves every snapshot written before it.
+    overwrite:
+        Replace ``output`` if it exists (otherwise that is an error).
+    resume:
+        A snapshot file of an earlier run of this ``model`` to continue up to ``t_final``,
+        appending to it. Pass ``f0=None`` and ``grid=None``/``dt=None`` (taken from the file):
+        the run continues from the last snapshot with exactly the stored Δt, so it equals the
+        uninterrupted run. For preset models ``pp.resume(path, t_final)`` does the same.
 
     Returns
     -------
     Solution
-        with ``.t`` (n_saved,) and ``.f`` (n_saved, n_theta, n_h).
+        with ``.t`` (n_saved,) and ``.f`` (n_saved, n_theta, n_h); after ``resume``, the whole
+        run, stored snapshots included.
     """
+    from pathlib import Path
+
+    from .io import SnapshotWriter, check_writable, prepare_resume
+    plan = None
+    if resume is not None:  # continue the run in the file (pde_popdyn.io.prepare_resume)
+        if f0 is not None:
+            raise ValueError("f0 must be None with resume=...: the run continues from the last "
+                             "snapshot stored in the file")
+        if output is not None and Path(output).resolve() != Path(resume).resolve():
+            raise ValueError(f"output={output!r} differs from resume={resume!r}; a resumed run "
+                             f"appends to the file it resumes")
+        plan = prepare_resume(resume, kind="joint", model=model if isinstance(model, Model)
+                              else None, grid=grid, t_final=t_final, dt=dt,
+                              splitting=splitting, scheme=scheme, save_every=save_every)
+        grid, dt = plan.grid, plan.schedule.dt
     t_final, dt = _check_common(model, grid, t_final, dt)
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is not known; use one of {SCHEMES}")
@@ -123,21 +151,49 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         raise ValueError(f"splitting={splitting!r} is not known; use 'strang' (order 2, "
                          f"default) or 'lie' (order 1)")
     save_every = _check_save_every(save_every)
-    f = density_array("f0", f0, grid.shape)
-    f = f / grid.mass(f)
+    if plan is None:
+        f = density_array("f0", f0, grid.shape)
+        f = f / grid.mass(f)
+        if output is not None:  # fail before the set-up, not after it
+            check_writable(output, overwrite)
+        schedule = Schedule.make(0.0, t_final, dt, save_every)
+    else:  # not renormalised: the resumed run repeats the uninterrupted run's arithmetic
+        f = plan.last
+        schedule = plan.schedule
     steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs)
-    schedule = Schedule.make(0.0, t_final, dt, save_every)
     fast = setup["fast"]
     if schedule.n_steps:  # build e^{Δt A} now, so that its cost is reported as set-up
         t_build = time.perf_counter()
         fast.cache[schedule.dt] = fast.build(schedule.dt)
         setup["setup_seconds"] += time.perf_counter() - t_build
+    writer = None
+    if plan is not None:
+        writer = plan.writer(model=model)
+    elif output is not None:
+        writer = SnapshotWriter(output, kind="joint", grid=grid, model=model,
+                                overwrite=overwrite,
+                                attrs={"scheme": scheme, "splitting": splitting,
+                                       "dt": schedule.dt, "save_every": schedule.save_every})
     stepper = compose(steps, splitting)
     t_start = time.perf_counter()
-    t, fs = integrate(stepper, f, schedule, progress=progress)
+    try:
+        t, fs = integrate(stepper, f, schedule, progress=progress,
+                          observers=[writer] if writer is not None else [])
+    except BaseException:  # Ctrl-C included: leave a clean file with the snapshots so far
+        if writer is not None:
+            writer.close(status="interrupted")
+        raise
     run_seconds = time.perf_counter() - t_start
     info = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
             "n_steps": schedule.n_steps, "save_every": schedule.save_every,
             "setup_seconds": setup["setup_seconds"], "run_seconds": run_seconds,
             "fast_step": {f"{tau:g}": p.summary for tau, p in fast.cache.items()}}
+    if writer is not None:
+        writer.finish(run_seconds=run_seconds, t_final=float(t[-1]),
+                      n_steps=int(round(float(t[-1]) / schedule.dt)))
+        info["output"] = str(writer.path)
+    if plan is not None:
+        t = np.concatenate([plan.t[:-1], t])
+        fs = np.concatenate([plan.states["density"][:-1], fs])
+        info["resumed_at"] = float(plan.schedule.t0)
     return Solution(t=t, f=fs, grid=grid, model=model, info=info)

@@ -1,0 +1,1116 @@
+"""HDF5 snapshot files: written as a run goes, read back, resumed (DESIGN.md §4).
+
+File layout (``format = "pde_popdyn snapshots"``, ``format_version = 1``)
+-------------------------------------------------------------------------
+Coordinates are HDF5 dimension scales with ``long_name`` and ``units`` (netCDF-4 conventions,
+so ``xarray.open_dataset(path, engine="h5netcdf")`` sees named dimensions):
+
+* ``time`` (time): the saved times, extensible; ``theta`` (theta) and ``h`` (h): the grid's
+  cell centres; ``agent`` (agent) and ``*_component`` for particle ensembles.
+
+Variables, all extensible along ``time`` and chunked one snapshot per chunk, compressed:
+
+* ``kind = "joint"``:    ``density`` (time, theta, h), the cell averages of f(t, θ, h);
+* ``kind = "reduced"``:  ``density`` (time, h), the cell averages of ρ(t, h);
+* ``kind = "ensemble"``: ``particle_theta`` (time, agent[, theta_component]) and
+  ``particle_h`` (time, agent[, h_component]), the agents' positions, plus optionally
+  ``density`` (time, theta, h), their histogram on the grid (cell averages, θ and h 1-D);
+* diagnostics, 1-D along ``time``: ``mass``, ``mean_theta``, ``mean_h``, ``var_theta``,
+  ``var_h``, ``cov_theta_h`` and ``mean_fitness`` (⟨F⟩, or ⟨F̄⟩ for a reduced run), those that
+  apply; ``rng_state`` (time), the JSON state of the random generator after each snapshot.
+
+Root attributes: ``format``, ``format_version``, ``kind``, ``status`` ("running",
+"complete", "interrupted"), ``pde_popdyn_version``, ``created``, ``history``, ``grid``,
+``model`` (``Model.describe()``; callables only by name), ``preset`` (``{"name", "params"}``
+when the model came from a preset, so that it can be rebuilt), ``seed``, and the run's
+settings such as ``scheme``, ``splitting``, ``dt``, ``save_every``. Structured values are JSON
+strings; their names are listed in the attribute ``json_attributes``.
+
+Crash safety
+------------
+The file is written in HDF5's single-writer/multiple-reader (SWMR) mode, whose metadata writes
+are ordered so that the file on disk is consistent at every moment, and each snapshot is
+committed in two flushes: first the data, then its entry in ``time`` (whose fill value is NaN).
+A snapshot therefore exists exactly when its time does, and a run killed at any moment (even by
+SIGKILL) leaves every snapshot written before it. Such a file still carries HDF5's "open for
+writing" flag: :func:`load` reads it anyway (as a SWMR reader, which also works while the run
+is still going), :func:`resume` clears it, and :func:`repair` clears it for other programs. A
+``KeyboardInterrupt`` or other exception closes the file cleanly with ``status="interrupted"``.
+
+Hooking a solver in
+-------------------
+The writer is an ``observers`` callable of :func:`pde_popdyn.splitting.integrate`::
+
+    writer = SnapshotWriter(output, kind="reduced", grid=grid, model=model,
+                            overwrite=overwrite, attrs={"scheme": ..., "splitting": ...,
+                            "dt": schedule.dt, "save_every": schedule.save_every})
+    try:
+        integrate(step, rho0, schedule, observers=[writer])
+    except BaseException:
+        writer.close(status="interrupted")
+        raise
+    writer.finish(run_seconds=...)
+
+``writer(t, f)`` takes f of shape ``grid.shape`` (joint) or ``(n_h,)`` (reduced). For particles,
+``SnapshotWriter(path, kind="ensemble", grid=grid or None, rng=generator, seed=seed,
+histogram=True)`` and ``writer(t, ens)`` with ``ens`` having ``.theta`` and ``.h`` (arrays of
+shape (N,) or (N, d)) or a tuple ``(theta, h)``; ``writer.write(t, theta=..., h=...,
+diagnostics={...})`` adds further scalar diagnostics. The generator's state is stored with each
+snapshot, so a resumed particle run continues the same random stream.
+
+To resume, a solver calls :func:`prepare_resume`, which checks the file against the arguments
+and returns the last state, the remaining :class:`~pde_popdyn.splitting.Schedule` (with exactly
+the stored Δt) and a :meth:`ResumePlan.writer` that appends to the same file.
+:func:`load` returns ``particles.Ensemble.from_snapshots(**data)`` for an ensemble file when that
+class method exists, and an :class:`EnsembleRecord` otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .grid import Grid
+
+FORMAT = "pde_popdyn snapshots"
+FORMAT_VERSION = 1
+KINDS = ("joint", "reduced", "ensemble")
+# SWMR needs the v110 file format; capping it there keeps files readable by HDF5 ≥ 1.10
+_LIBVER = ("v110", "v110")
+_JSON_ATTRS = ("model", "preset", "grid", "seed", "info", "rng_state_initial")
+_TIME_CHUNK = 512
+
+_COORDS = {
+    "time": ("slow time t", "1"),
+    "theta": ("parameter θ (cell centre)", "1"),
+    "h": ("hyperparameter h (cell centre)", "1"),
+    "agent": ("agent index", "1"),
+}
+_DENSITY = {
+    "joint": "joint density f(t, θ, h), cell averages",
+    "reduced": "h-marginal density ρ(t, h), cell averages",
+    "ensemble": "histogram of the agents on the grid, cell averages",
+}
+_DIAGNOSTICS = {
+    "mass": "total mass of the density",
+    "mean_theta": "population mean of θ",
+    "mean_h": "population mean of h",
+    "var_theta": "population variance of θ",
+    "var_h": "population variance of h",
+    "cov_theta_h": "population covariance of θ and h",
+    "mean_fitness": "population mean fitness ⟨F⟩ (⟨F̄⟩ for a reduced run)",
+}
+
+
+class SnapshotFileError(ValueError):
+    """A snapshot file that cannot be used: not HDF5, not ours, damaged, or inconsistent."""
+
+
+class OutputExistsError(FileExistsError, ValueError):
+    """The output file exists and ``overwrite`` was not given (both a FileExistsError and,
+    like every argument error of the package, a ValueError)."""
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return repr(o)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _attr_value(v: Any) -> Any:
+    """An attribute value HDF5 stores natively: str, int, float, bool; else JSON."""
+    if isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)):
+        return v
+    return _dumps(v)
+
+
+def _decode_attrs(attrs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    json_names = set(str(out.get("json_attributes", "")).split(",")) - {""}
+    for k in json_names:
+        if k in out and isinstance(out[k], str):
+            try:
+                out[k] = json.loads(out[k])
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` as a Path, after checking that writing it will not destroy a file by accident.
+
+    Raises :class:`OutputExistsError` (a FileExistsError and a ValueError) if it exists and
+    ``overwrite`` is false, and ValueError if it names a directory or its folder is missing.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"output={str(p)!r} is a directory; give a file name such as "
+                         f"{str(p / 'run.h5')!r}")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p} already exists; pass overwrite=True (or --force on the "
+                              f"command line) to replace it, or choose another file name")
+    if not p.parent.exists():
+        raise ValueError(f"output={str(p)!r}: the folder {str(p.parent)!r} does not exist")
+    return p
+
+
+def _h5():
+    import h5py
+    return h5py
+
+
+def _short_h5(msg: str) -> str:
+    """The useful part of an h5py/HDF5 error message, without the C call chain."""
+    msg = msg.strip().splitlines()[0] if msg.strip() else msg
+    if "(" in msg and msg.endswith(")"):
+        inner = msg[msg.index("(") + 1:-1]
+        return inner or msg
+    return msg
+
+
+# what h5py raises on a damaged file (a truncated one may open and fail only when read)
+_H5_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+
+
+def _damaged(p: Path, exc: BaseException) -> SnapshotFileError:
+    if isinstance(exc, SnapshotFileError):
+        return exc
+    return SnapshotFileError(f"{p} is damaged: reading it failed ({_short_h5(str(exc))}); it "
+                             f"may be truncated or partly overwritten")
+
+
+def _open_read(path: str | os.PathLike):
+    """Open a snapshot file for reading, with clear errors; returns (h5py.File, clean)."""
+    h5py = _h5()
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such snapshot file")
+    if p.is_dir():
+        raise SnapshotFileError(f"{p} is a directory, not a snapshot file")
+    if p.stat().st_size == 0:
+        raise SnapshotFileError(f"{p} is empty (0 bytes), not a snapshot file")
+    if not h5py.is_hdf5(p):
+        raise SnapshotFileError(f"{p} is not an HDF5 file (no HDF5 signature); pde_popdyn "
+                                f"snapshot files are HDF5 files written by pp.solve(output=...)")
+    try:
+        return h5py.File(p, "r"), True
+    except OSError as exc:
+        first = str(exc)
+    if "open for write" in first or "lock" in first:
+        # a writer that was killed (or is still running) left the consistency flag set;
+        # a SWMR reader can still read every committed snapshot
+        try:
+            return h5py.File(p, "r", swmr=True), False
+        except OSError as exc:
+            first = str(exc)
+    raise SnapshotFileError(f"{p} is damaged and cannot be opened as HDF5 "
+                            f"({_short_h5(first)}); it may be truncated or partly overwritten")
+
+
+def _check_ours(h5file, p: Path) -> dict[str, Any]:
+    attrs = _decode_attrs(h5file.attrs)
+    if attrs.get("format") != FORMAT:
+        names = ", ".join(sorted(h5file.keys())[:8]) or "none"
+        raise SnapshotFileError(
+            f"{p} is an HDF5 file but not a pde_popdyn snapshot file: its root attribute "
+            f"'format' is {attrs.get('format')!r}, not {FORMAT!r} (top-level objects: {names}); "
+            f"it was written by another program")
+    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+        raise SnapshotFileError(f"{p} has format_version {attrs['format_version']}, newer than "
+                                f"this pde_popdyn ({FORMAT_VERSION}); upgrade pde_popdyn")
+    if attrs.get("kind") not in KINDS:
+        raise SnapshotFileError(f"{p}: unknown kind {attrs.get('kind')!r} (expected one of "
+                                f"{KINDS})")
+    if "time" not in h5file:
+        raise SnapshotFileError(f"{p} has no 'time' coordinate; the file is damaged")
+    return attrs
+
+
+def _committed(h5file) -> int:
+    """Number of complete snapshots: the leading finite entries of ``time`` (see the module
+    docstring: a snapshot's time is written last, and the time fill value is NaN)."""
+    t = h5file["time"][:]
+    bad = np.flatnonzero(~np.isfinite(t))
+    return int(bad[0]) if bad.size else int(t.size)
+
+
+def _time_variables(h5file) -> list[str]:
+    """Names of the datasets whose first dimension is ``time`` (the coordinate excluded)."""
+    out = []
+    for name, ds in h5file.items():
+        if name == "time" or not hasattr(ds, "dims") or ds.ndim == 0:
+            continue
+        d0 = ds.dims[0]
+        if len(d0) and d0[0].name == "/time":
+            out.append(name)
+    return out
+
+
+def _h_weights(grid: Grid) -> np.ndarray:
+    w = getattr(grid, "h_weights", None)
+    return np.asarray(w, float) if w is not None else np.full(grid.n_h, grid.dh)
+
+
+def _grid_from(attrs: dict, p: Path) -> Grid | dict | None:
+    g = attrs.get("grid")
+    if g is None:
+        return None
+    try:
+        return Grid.from_dict(g)
+    except (TypeError, ValueError, KeyError):
+        return g
+
+
+# -- writing ---------------------------------------------------------------------------------
+class SnapshotWriter:
+    """Writes snapshots of a run to an HDF5 file as they are produced (module docstring).
+
+    Use as an ``observers`` callable ``writer(t, state)`` of :func:`~pde_popdyn.splitting.
+    integrate`, then call :meth:`finish` (or :meth:`close` on failure). Each call appends one
+    snapshot along ``time`` and makes it durable before returning.
+
+    Parameters
+    ----------
+    path:
+        The file to create. An existing file is an error unless ``overwrite=True``.
+    kind:
+        'joint' (state f of shape ``grid.shape``), 'reduced' (state of shape ``(n_h,)``) or
+        'ensemble' (agents' θ and h; see :meth:`write`).
+    grid:
+        The grid (required for 'joint' and 'reduced'; for 'ensemble' only for histograms).
+    model:
+        The model; stored as ``model.describe()`` and, for a preset model, ``model.preset``.
+    attrs:
+        Run settings to store as root attributes, e.g. scheme, splitting, dt, save_every.
+    fitness:
+        F on the grid (joint) or F̄ on ``grid.h`` (reduced) for the ``mean_fitness`` diagnostic;
+        for a joint run it defaults to ``model.fitness_on(grid)``.
+    compression:
+        'gzip' (level ``compression_opts``, default 1; readable everywhere), 'lzf' (faster, read
+        by h5py and hence xarray/h5netcdf) or None.
+    seed, rng:
+        The seed and the ``numpy.random.Generator`` of a stochastic run; the generator's state
+        is stored after every snapshot.
+    histogram:
+        For 'ensemble' with a grid: also store the agents' histogram as ``density``.
+    fsync:
+        Also ``fsync`` after each snapshot (survives power loss, not only a killed process).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, kind: str = "joint", grid: Grid | None = None,
+                 model: Any = None, attrs: dict[str, Any] | None = None,
+                 fitness: np.ndarray | None = None, overwrite: bool = False,
+                 compression: str | None = "gzip", compression_opts: int | None = None,
+                 seed: Any = None, rng: np.random.Generator | None = None,
+                 histogram: bool = False, fsync: bool = False):
+        h5py = _h5()
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not known; use one of {KINDS}")
+        if kind in ("joint", "reduced") and not isinstance(grid, Grid):
+            raise TypeError(f"a {kind} snapshot file needs grid=pp.Grid(...), got "
+                            f"{type(grid).__name__}")
+        if compression not in ("gzip", "lzf", None):
+            raise ValueError(f"compression={compression!r} is not supported; use 'gzip' "
+                             f"(portable), 'lzf' (fast) or None")
+        if histogram and grid is None:
+            raise ValueError("histogram=True needs grid=pp.Grid(...) to bin the agents on")
+        self.path = check_writable(path, overwrite)
+        self.kind = kind
+        self.grid = grid
+        self.rng = rng
+        self.histogram = bool(histogram)
+        self.fsync = bool(fsync)
+        self._compression = compression
+        self._compression_opts = (compression_opts if compression_opts is not None else 1) \
+            if compression == "gzip" else None
+        self._fitness = self._fitness_field(kind, grid, model, fitness)
+        self._n = 0
+        self._skip_first = False
+        self._created = False
+        if self.path.exists():  # overwrite=True was checked above
+            self.path.unlink()
+        self._file = h5py.File(self.path, "w", libver=_LIBVER)
+        try:
+            self._write_header(model, attrs or {}, seed)
+        except BaseException:
+            self._file.close()
+            raise
+
+    # .. construction .........................................................................
+    @staticmethod
+    def _fitness_field(kind: str, grid: Grid | None, model: Any,
+                       fitness: np.ndarray | None) -> np.ndarray | None:
+        if fitness is not None:
+            arr = np.asarray(fitness, dtype=float)
+            want = grid.shape if kind == "joint" else (grid.n_h,) if kind == "reduced" else None
+            if want is not None and arr.shape != want:
+                raise ValueError(f"fitness has shape {arr.shape}; a {kind} run needs {want}")
+            return arr
+        if kind == "joint" and model is not None and getattr(model, "fitness", None) is not None:
+            return model.fitness_on(grid)
+        return None
+
+    def _write_header(self, model: Any, attrs: dict[str, Any], seed: Any) -> None:
+        f = self._file
+        a = f.attrs
+        a["format"] = FORMAT
+        a["format_version"] = FORMAT_VERSION
+        a["kind"] = self.kind
+        a["title"] = f"pde_popdyn {self.kind} snapshots"
+        a["Conventions"] = "CF-1.8"
+        a["pde_popdyn_version"] = _version()
+        a["created"] = _now()
+        a["history"] = f"{_now()}: created by pde_popdyn {_version()}"
+        a["status"] = "running"
+        a["writer_host"] = socket.gethostname()
+        a["writer_pid"] = os.getpid()
+        structured = {
+            "grid": self.grid.to_dict() if isinstance(self.grid, Grid) else self.grid,
+            "model": model.describe() if hasattr(model, "describe") else None,
+            "preset": getattr(model, "preset", None),
+            "seed": seed,
+            "rng_state_initial": self.rng.bit_generator.state if self.rng is not None else None,
+        }
+        json_names = list(structured)
+        for k, v in attrs.items():
+            if k in structured or k in ("format", "format_version", "kind", "status"):
+                raise ValueError(f"attrs[{k!r}] is reserved by the snapshot format")
+            if isinstance(v, (dict, list, tuple)) or v is None:
+                json_names.append(k)
+                a[k] = _dumps(v)
+            else:
+                a[k] = _attr_value(v)
+        for k, v in structured.items():
+            a[k] = _dumps(v)
+        a["json_attributes"] = ",".join(json_names)
+        t = f.create_dataset("time", shape=(0,), maxshape=(None,), chunks=(_TIME_CHUNK,),
+                             dtype="f8", fillvalue=np.nan)
+        self._coord(t, "time")
+        if isinstance(self.grid, Grid):
+            if self.kind != "reduced":
+                self._coord(f.create_dataset("theta", data=self.grid.theta), "theta")
+            self._coord(f.create_dataset("h", data=self.grid.h), "h")
+        if self.kind == "reduced" and self._fitness is not None:
+            # F̄ on grid.h that selection used, so that a loaded solution has its ⟨F̄⟩
+            ds = f.create_dataset("effective_fitness", data=self._fitness)
+            ds.attrs["long_name"] = "fitness on h used by selection (F̄ or F̄_α)"
+            ds.attrs["units"] = "1"
+            ds.dims[0].attach_scale(f["h"])
+        f.flush()
+
+    @staticmethod
+    def _coord(ds, name: str) -> None:
+        long_name, units = _COORDS.get(name, (name.replace("_", " "), "1"))
+        ds.make_scale(name)
+        ds.attrs["long_name"] = long_name
+        ds.attrs["units"] = units
+        if name == "time":
+            ds.attrs["axis"] = "T"
+
+    def _index_coord(self, name: str, n: int):
+        if name in self._file:
+            return self._file[name]
+        ds = self._file.create_dataset(name, data=np.arange(n, dtype=np.int64))
+        self._coord(ds, name)
+        return ds
+
+    def _variable(self, name: str, inner: tuple[int, ...], dims: list[str], dtype: Any,
+                  long_name: str, compress: bool) -> None:
+        f = self._file
+        kw: dict[str, Any] = {}
+        if compress and self._compression is not None:
+            kw = {"compression": self._compression}
+            if self._compression_opts is not None:
+                kw["compression_opts"] = self._compression_opts
+        chunks = (1, *inner) if inner else (_TIME_CHUNK,)
+        fill = {"fillvalue": np.nan} if np.dtype(dtype).kind == "f" else {}
+        ds = f.create_dataset(name, shape=(0, *inner), maxshape=(None, *inner), chunks=chunks,
+                              dtype=dtype, **kw, **fill)
+        ds.attrs["long_name"] = long_name
+        ds.attrs["units"] = "1"
+        ds.dims[0].attach_scale(f["time"])
+        for axis, dim in enumerate(dims, start=1):
+            ds.dims[axis].attach_scale(f[dim])
+
+    def _create(self, fields_: dict[str, np.ndarray], diag: dict[str, float]) -> None:
+        """Create the time-dependent variables from the first snapshot, then enter SWMR mode
+        (after which no new objects or attributes may be added)."""
+        for name, arr in fields_.items():
+            if name == "density":
+                dims = ["theta", "h"] if arr.ndim == 2 else ["h"]
+                self._variable(name, arr.shape, dims, "f8", _DENSITY[self.kind], True)
+            else:  # particle_theta / particle_h: (agent[, component])
+                axis = name.split("_", 1)[1]
+                dims = [self._index_coord("agent", arr.shape[0]).name.lstrip("/")]
+                if arr.ndim == 2:
+                    comp = f"{axis}_component"
+                    self._index_coord(comp, arr.shape[1])
+                    dims.append(comp)
+                self._variable(name, arr.shape, dims, arr.dtype,
+                               f"agents' {'θ' if axis == 'theta' else 'h'}", True)
+        for name in diag:
+            self._variable(name, (), [], "f8", _DIAGNOSTICS.get(name, name.replace("_", " ")),
+                           False)
+        if self.rng is not None:
+            width = max(256, 2 * len(_dumps(self.rng.bit_generator.state)))
+            self._variable("rng_state", (), [], f"S{width}",
+                           "JSON state of the random generator after this snapshot", False)
+        self._file.attrs["diagnostics"] = ",".join(diag)
+        self._created = True
+        self._file.flush()
+        self._file.swmr_mode = True
+
+    # .. writing ..............................................................................
+    @property
+    def n_written(self) -> int:
+        """Number of snapshots in the file."""
+        return self._n
+
+    def __call__(self, t: float, state: Any) -> None:
+        """Observer protocol ``obs(t, f)``: append the state at time ``t``."""
+        if self._skip_first:  # resuming: the first state is the file's last snapshot
+            self._skip_first = False
+            return
+        self.write(t, state)
+
+    def _fields(self, state: Any, theta: Any, h: Any, density: Any) -> dict[str, np.ndarray]:
+        if self.kind in ("joint", "reduced"):
+            f = np.asarray(state if density is None else density, dtype=float)
+            want = self.grid.shape if self.kind == "joint" else (self.grid.n_h,)
+            if f.shape != want:
+                raise ValueError(f"a {self.kind} snapshot must have shape {want}, got {f.shape}")
+            return {"density": f}
+        if state is not None:
+            if isinstance(state, tuple) and len(state) == 2:
+                theta, h = state
+            else:
+                theta, h = getattr(state, "theta"), getattr(state, "h")
+        if theta is None or h is None:
+            raise ValueError("an ensemble snapshot needs the agents' theta and h")
+        theta, h = np.asarray(theta), np.asarray(h)
+        if theta.shape[0] != h.shape[0] or theta.ndim > 2 or h.ndim > 2:
+            raise ValueError(f"theta {theta.shape} and h {h.shape} must be (N,) or (N, d) "
+                             f"arrays with the same N")
+        out = {"particle_theta": theta, "particle_h": h}
+        if density is not None:
+            out["density"] = np.asarray(density, dtype=float)
+        elif self.histogram:
+            if theta.ndim != 1 or h.ndim != 1:
+                raise ValueError("histograms on the grid need 1-D θ and h")
+            g = self.grid
+            counts, _, _ = np.histogram2d(theta, h, bins=[g.theta_edges, g.h_edges])
+            out["density"] = counts / (theta.size * g.dtheta * g.dh)
+        return out
+
+    def _diagnostics(self, fields_: dict[str, np.ndarray]) -> dict[str, float]:
+        g = self.grid
+        if self.kind == "joint":
+            f = fields_["density"]
+            mass = float(g.mass(f))
+            mean = g.mean(f)
+            cov = g.cov(f)
+            d = {"mass": mass, "mean_theta": mean[0], "mean_h": mean[1], "var_theta": cov[0, 0],
+                 "var_h": cov[1, 1], "cov_theta_h": cov[0, 1]}
+            if self._fitness is not None:
+                d["mean_fitness"] = float(g.integrate(f, self._fitness)) / mass
+            return {k: float(v) for k, v in d.items()}
+        if self.kind == "reduced":
+            rho = fields_["density"]
+            w = _h_weights(g)
+            mass = float(rho @ w)
+            m = float((rho * g.h) @ w / mass)
+            d = {"mass": mass, "mean_h": m, "var_h": float((rho * (g.h - m) ** 2) @ w / mass)}
+            if self._fitness is not None:
+                d["mean_fitness"] = float((rho * self._fitness) @ w / mass)
+            return d
+        th, h = fields_["particle_theta"], fields_["particle_h"]
+        d = {}
+        if th.ndim == 1:
+            d["mean_theta"], d["var_theta"] = float(th.mean()), float(th.var())
+        if h.ndim == 1:
+            d["mean_h"], d["var_h"] = float(h.mean()), float(h.var())
+        if th.ndim == 1 and h.ndim == 1:
+            d["cov_theta_h"] = float(np.mean((th - th.mean()) * (h - h.mean())))
+        if "density" in fields_ and g is not None:
+            d["mass"] = float(g.mass(fields_["density"]))
+        return d
+
+    def write(self, t: float, state: Any = None, *, theta: Any = None, h: Any = None,
+              density: Any = None, diagnostics: dict[str, float] | None = None) -> None:
+        """Append the snapshot at time ``t`` and make it durable.
+
+        ``state`` is the density (joint/reduced) or an ensemble (``.theta``, ``.h``, or a
+        tuple); ``theta``/``h``/``density`` may be given instead. ``diagnostics`` adds scalar
+        time series; the set of names is fixed by the first snapshot.
+        """
+        if self._file is None:
+            raise ValueError(f"the snapshot writer for {self.path} is closed")
+        t = float(t)
+        if not np.isfinite(t):
+            raise ValueError(f"snapshot time must be finite, got {t}")
+        fields_ = self._fields(state, theta, h, density)
+        diag = self._diagnostics(fields_)
+        diag.update({k: float(v) for k, v in (diagnostics or {}).items()})
+        if not self._created:
+            self._create(fields_, diag)
+        f = self._file
+        known = [n for n in str(f.attrs["diagnostics"]).split(",") if n]
+        unknown = set(diag) - set(known)
+        if unknown:
+            raise ValueError(f"diagnostics {sorted(unknown)} were not in the first snapshot "
+                             f"({known}); the set of diagnostics is fixed when the file starts")
+        k = self._n
+        for name, arr in fields_.items():
+            ds = f[name]
+            if ds.shape[1:] != arr.shape:
+                raise ValueError(f"{name} has shape {arr.shape}, but the file holds "
+                                 f"{ds.shape[1:]} per snapshot")
+            ds.resize(k + 1, axis=0)
+            ds[k] = arr
+        for name in known:
+            ds = f[name]
+            ds.resize(k + 1, axis=0)
+            ds[k] = diag.get(name, np.nan)
+        if self.rng is not None and "rng_state" in f:
+            ds = f["rng_state"]
+            ds.resize(k + 1, axis=0)
+            ds[k] = np.bytes_(_dumps(self.rng.bit_generator.state))
+        f.flush()  # the data first ...
+        tds = f["time"]
+        tds.resize(k + 1, axis=0)
+        tds[k] = t
+        f.flush()  # ... then its time, which commits the snapshot
+        if self.fsync:
+            os.fsync(f.id.get_vfd_handle())
+        self._n = k + 1
+
+    # .. closing ..............................................................................
+    def _truncate(self) -> None:
+        """Drop a partly written snapshot (an exception inside :meth:`write`)."""
+        f = self._file
+        for name in [*_time_variables(f), "time"]:
+            if f[name].shape[0] != self._n:
+                f[name].resize(self._n, axis=0)
+
+    def close(self, status: str = "interrupted", **attrs: Any) -> None:
+        """Close the file, recording ``status`` and ``attrs``; idempotent."""
+        if self._file is None:
+            return
+        h5py = _h5()
+        try:
+            if self._created:
+                self._truncate()
+        finally:
+            self._file.close()
+            self._file = None
+        with h5py.File(self.path, "r+", libver=_LIBVER) as f:
+            f.attrs["status"] = status
+            f.attrs["closed"] = _now()
+            f.attrs["history"] = f"{f.attrs['history']}\n{_now()}: {status}, " \
+                                 f"{self._n} snapshots written"
+            json_names = [n for n in str(f.attrs["json_attributes"]).split(",") if n]
+            for k, v in attrs.items():
+                if isinstance(v, (dict, list, tuple)) or v is None:
+                    json_names.append(k)
+                    f.attrs[k] = _dumps(v)
+                else:
+                    f.attrs[k] = _attr_value(v)
+            f.attrs["json_attributes"] = ",".join(dict.fromkeys(json_names))
+
+    def finish(self, **attrs: Any) -> None:
+        """Close the file after a complete run (``status="complete"``)."""
+        self.close(status="complete", **attrs)
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.close(status="interrupted")
+
+    # .. appending ............................................................................
+    @classmethod
+    def append(cls, path: str | os.PathLike, *, skip_first: bool = True,
+               rng: np.random.Generator | None = None, fsync: bool = False,
+               model: Any = None, fitness: np.ndarray | None = None) -> "SnapshotWriter":
+        """Reopen a clean snapshot file to append snapshots (used by resuming).
+
+        With ``skip_first`` the first observed state, which is the file's last snapshot that
+        the resumed run starts from, is not written again.
+        """
+        h5py = _h5()
+        p = Path(path)
+        with _reader(p) as (hf, attrs, clean):
+            if not clean:
+                raise SnapshotFileError(f"{p} was not closed by its writer; call "
+                                        f"pp.io.repair({str(p)!r}) first")
+        self = cls.__new__(cls)
+        self.path = p
+        self.kind = attrs["kind"]
+        self.grid = _grid_from(attrs, p)
+        self.rng = rng
+        self.fsync = fsync
+        self._skip_first = skip_first
+        self._compression, self._compression_opts = None, None
+        self.histogram = False
+        try:
+            self._file = h5py.File(p, "r+", libver=_LIBVER)
+        except OSError as exc:
+            raise SnapshotFileError(f"{p} cannot be opened for appending "
+                                    f"({_short_h5(str(exc))})") from None
+        f = self._file
+        self._n = _committed(f)
+        self._created = "diagnostics" in f.attrs
+        self.histogram = self.kind == "ensemble" and "density" in f
+        self._fitness = self._fitness_field(self.kind, self.grid, model, fitness) \
+            if isinstance(self.grid, Grid) else None
+        if self._created:
+            self._truncate()
+        f.attrs["status"] = "running"
+        f.attrs["writer_host"] = socket.gethostname()
+        f.attrs["writer_pid"] = os.getpid()
+        f.attrs["history"] = f"{f.attrs['history']}\n{_now()}: resumed by pde_popdyn " \
+                             f"{_version()} after {self._n} snapshots"
+        f.flush()
+        if self._created:
+            f.swmr_mode = True
+        return self
+
+
+class _reader:
+    """Context manager: open and check a snapshot file; yields (h5file, attrs, clean)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.file = None
+
+    def __enter__(self):
+        self.file, clean = _open_read(self.path)
+        try:
+            attrs = _check_ours(self.file, self.path)
+        except SnapshotFileError:
+            self.file.close()
+            raise
+        except _H5_ERRORS as exc:
+            self.file.close()
+            raise _damaged(self.path, exc) from None
+        except BaseException:
+            self.file.close()
+            raise
+        return self.file, attrs, clean
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.file.close()
+
+
+def write_solution(sol: Any, path: str | os.PathLike, *, overwrite: bool = False,
+                   compression: str | None = "gzip") -> Path:
+    """Write a finished Solution (joint or reduced) to a snapshot file; returns the path."""
+    kind = getattr(sol, "kind", None) or ("joint" if np.ndim(sol.f) == 3 else "reduced")
+    info = dict(getattr(sol, "info", {}) or {})
+    settings = {k: info[k] for k in ("scheme", "splitting", "dt", "save_every", "n_steps")
+                if k in info}
+    fitness = info.get("fitness") if kind == "reduced" else None
+    extra = {k: v for k, v in info.items() if k not in settings and k != "fitness"}
+    settings["info"] = json.loads(_dumps(extra))
+    writer = SnapshotWriter(path, kind=kind, grid=sol.grid, model=sol.model, attrs=settings,
+                            overwrite=overwrite, compression=compression, fitness=fitness)
+    try:
+        for t, f in zip(sol.t, sol.f):
+            writer(t, f)
+    except BaseException:
+        writer.close(status="interrupted")
+        raise
+    writer.finish()
+    return writer.path
+
+
+# -- reading ---------------------------------------------------------------------------------
+@dataclass
+class EnsembleRecord:
+    """A particle ensemble read from a snapshot file (when ``particles.Ensemble`` offers no
+    ``from_snapshots``): positions over time and the stored diagnostics."""
+
+    t: np.ndarray
+    theta: np.ndarray
+    h: np.ndarray
+    grid: Any = None
+    model: Any = None
+    density: np.ndarray | None = None
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
+    """All committed snapshots: (attrs, arrays by name, clean)."""
+    p = Path(path)
+    with _reader(p) as (f, attrs, clean):
+        try:
+            n = _committed(f)
+            data = {"time": f["time"][:n]}
+            for name in _time_variables(f):
+                data[name] = f[name][:n]
+            if "effective_fitness" in f:
+                data["effective_fitness"] = f["effective_fitness"][:]
+        except _H5_ERRORS as exc:
+            raise _damaged(p, exc) from None
+    if "rng_state" in data:
+        data["rng_state"] = np.array([s.decode() if isinstance(s, bytes) else s
+                                      for s in data["rng_state"]], dtype=object)
+    return attrs, data, clean
+
+
+def _rebuild_model(attrs: dict[str, Any]) -> Any:
+    preset = attrs.get("preset")
+    if not isinstance(preset, dict) or "name" not in preset:
+        return None
+    from .presets import build
+    try:
+        return build(preset["name"], preset.get("params")).model()
+    except (ValueError, TypeError):
+        return None
+
+
+def _info(attrs: dict[str, Any], p: Path, clean: bool) -> dict[str, Any]:
+    info = dict(attrs.get("info") or {}) if isinstance(attrs.get("info"), dict) else {}
+    for k in ("scheme", "splitting", "dt", "save_every", "n_steps", "status", "kind", "seed",
+              "preset", "pde_popdyn_version", "created", "run_seconds"):
+        if k in attrs:
+            info[k] = attrs[k]
+    info["source"] = str(p)
+    info["closed_cleanly"] = clean
+    return info
+
+
+def _solution(kind: str, t, f, grid, model, info):
+    from .solution import Solution
+    kw = dict(t=t, f=f, grid=grid, model=model, info=info)
+    if "kind" in {fl.name for fl in fields(Solution)}:
+        kw["kind"] = kind
+    return Solution(**kw)
+
+
+def load(path: str | os.PathLike, *, model: Any = None) -> Any:
+    """Read a snapshot file: a Solution (joint or reduced run) or an ensemble.
+
+    ``.t`` and ``.f`` reproduce the saved arrays exactly. Model callables are not stored, so
+    ``.model`` is ``model`` if given, else the rebuilt preset model when the run came from a
+    preset, else None (then the diagnostics needing F are unavailable; the stored ones are in
+    the file). A file whose writer was killed is read up to its last complete snapshot.
+
+    Raises FileNotFoundError for a missing file and ValueError (SnapshotFileError) naming the
+    file and the problem for anything that is not a readable pde_popdyn snapshot file.
+    """
+    p = Path(path)
+    attrs, data, clean = _read(p)
+    kind = attrs["kind"]
+    if model is None:
+        model = _rebuild_model(attrs)
+    info = _info(attrs, p, clean)
+    grid = _grid_from(attrs, p)
+    if kind in ("joint", "reduced"):
+        if "density" not in data:
+            raise SnapshotFileError(f"{p} holds no density (a {kind} file must)")
+        if "effective_fitness" in data:
+            info["fitness"] = data["effective_fitness"]
+        return _solution(kind, data["time"], data["density"], grid, model, info)
+    diag = {k: v for k, v in data.items()
+            if k not in ("time", "particle_theta", "particle_h", "density", "rng_state",
+                         "effective_fitness")}
+    if "rng_state" in data and len(data["rng_state"]):
+        info["rng_state"] = json.loads(data["rng_state"][-1])
+    payload = dict(t=data["time"], theta=data.get("particle_theta"), h=data.get("particle_h"),
+                   grid=grid, model=model, density=data.get("density"), diagnostics=diag,
+                   info=info)
+    try:
+        from .particles import Ensemble  # type: ignore[attr-defined]
+    except ImportError:
+        Ensemble = None
+    maker = getattr(Ensemble, "from_snapshots", None)
+    return maker(**payload) if maker is not None else EnsembleRecord(**payload)
+
+
+def inspect(path: str | os.PathLike) -> dict[str, Any]:
+    """A summary of a snapshot file (for ``pde-popdyn info``): attributes, variables with
+    their dimensions, shapes and compression, the number of snapshots and the time span."""
+    p = Path(path)
+    with _reader(p) as (f, attrs, clean):
+        try:
+            n = _committed(f)
+            t = f["time"][:n]
+            variables = {}
+            for name, ds in f.items():
+                dims = tuple(ds.dims[i][0].name.lstrip("/") if len(ds.dims[i]) else "?"
+                             for i in range(ds.ndim))
+                shape = (n, *ds.shape[1:]) if name in _time_variables(f) else ds.shape
+                variables[name] = {"dims": dims, "shape": shape, "dtype": str(ds.dtype),
+                                   "compression": ds.compression, "chunks": ds.chunks}
+            last = {name: float(f[name][n - 1]) for name in
+                    str(attrs.get("diagnostics", "")).split(",") if name and n}
+            first = {name: float(f[name][0]) for name in last}
+        except _H5_ERRORS as exc:
+            raise _damaged(p, exc) from None
+    return {"path": str(p), "size_bytes": p.stat().st_size, "closed_cleanly": clean,
+            "attrs": attrs, "n_snapshots": n, "t_first": float(t[0]) if n else None,
+            "t_last": float(t[-1]) if n else None, "variables": variables,
+            "first": first, "last": last}
+
+
+def _writer_alive(attrs: dict[str, Any]) -> bool:
+    pid, host = attrs.get("writer_pid"), attrs.get("writer_host")
+    if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def repair(path: str | os.PathLike, *, force: bool = False) -> int:
+    """Make a file whose writer was killed a clean HDF5 file again; returns its snapshot count.
+
+    A killed SWMR writer leaves HDF5's "open for writing" flag set, so programs other than
+    :func:`load` refuse the file. This rewrites it with its complete snapshots (the same
+    variables, attributes and compression) and atomically replaces it; a clean file is left
+    alone. Refuses while the recorded writer process is still alive unless ``force``.
+    """
+    h5py = _h5()
+    p = Path(path)
+    with _reader(p) as (_, attrs, clean):
+        pass
+    if clean:
+        return int(inspect(p)["n_snapshots"])
+    if _writer_alive(attrs) and not force:
+        raise SnapshotFileError(f"{p} is still being written by process {attrs['writer_pid']} "
+                                f"on this machine; wait for it, or pass force=True")
+    tmp = p.with_name(p.name + ".repair-tmp")
+    try:
+        src, _ = _open_read(p)
+        with src, h5py.File(tmp, "w", libver=_LIBVER) as dst:
+            n = _committed(src)
+            tvars = set(_time_variables(src))
+            scales, attach = [], []
+            for name, ds in src.items():
+                data = ds[:n] if (name in tvars or name == "time") else ds[:]
+                kw: dict[str, Any] = {}
+                if ds.chunks is not None:
+                    kw["chunks"] = ds.chunks
+                    kw["maxshape"] = ds.maxshape
+                if ds.compression:
+                    kw["compression"] = ds.compression
+                    kw["compression_opts"] = ds.compression_opts
+                if ds.fillvalue is not None and ds.dtype.kind == "f":
+                    kw["fillvalue"] = ds.fillvalue
+                new = dst.create_dataset(name, data=data, **kw)
+                for k, v in ds.attrs.items():
+                    if k not in ("CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LIST"):
+                        new.attrs[k] = v
+                if ds.attrs.get("CLASS") == b"DIMENSION_SCALE":
+                    scales.append(name)
+                attach.append((name, [ds.dims[i][0].name.lstrip("/") if len(ds.dims[i])
+                                      else None for i in range(ds.ndim)]))
+            for name in scales:
+                dst[name].make_scale(name)
+            for name, dims in attach:
+                if name in scales:
+                    continue
+                for i, d in enumerate(dims):
+                    if d is not None:
+                        dst[name].dims[i].attach_scale(dst[d])
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            dst.attrs["status"] = "killed"
+            dst.attrs["history"] = f"{src.attrs.get('history', '')}\n{_now()}: repaired " \
+                                   f"after the writer was killed; {n} complete snapshots"
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n
+
+
+# -- resuming --------------------------------------------------------------------------------
+@dataclass
+class ResumePlan:
+    """Everything a solver needs to continue the run stored in ``path`` (see
+    :func:`prepare_resume`)."""
+
+    path: Path
+    kind: str
+    attrs: dict[str, Any]
+    grid: Any
+    t: np.ndarray                 # the stored times
+    states: dict[str, np.ndarray]  # stored arrays by name (density or particle_theta/_h)
+    schedule: Any                 # splitting.Schedule from the last time, with the stored dt
+    splitting: str | None
+    scheme: str | None
+    rng_state: dict | None = None
+
+    @property
+    def last(self) -> np.ndarray:
+        """The last stored density (joint/reduced)."""
+        return self.states["density"][-1]
+
+    def writer(self, *, model: Any = None, rng: np.random.Generator | None = None,
+               fitness: np.ndarray | None = None) -> SnapshotWriter:
+        """A writer appending to the file; it skips the first (already stored) state."""
+        return SnapshotWriter.append(self.path, skip_first=True, rng=rng, model=model,
+                                     fitness=fitness)
+
+
+def _model_mismatch(model: Any, stored: Any) -> list[str]:
+    if not isinstance(stored, dict) or not hasattr(model, "describe"):
+        return []
+    now = json.loads(_dumps(model.describe()))
+    return sorted(k for k in set(now) | set(stored) if now.get(k) != stored.get(k))
+
+
+def prepare_resume(path: str | os.PathLike, *, kind: str, model: Any = None,
+                   grid: Any = None, t_final: float, dt: float | None = None,
+                   splitting: str | None = None, scheme: str | None = None,
+                   save_every: int | None = None) -> ResumePlan:
+    """Check that the run in ``path`` can be continued to ``t_final`` with these arguments.
+
+    The continuation uses exactly the stored Δt and a whole number of steps, so that it
+    repeats the arithmetic of an uninterrupted run. Arguments left as None are taken from the
+    file; given ones must agree with it. A file whose writer was killed is repaired first.
+    """
+    from .splitting import Schedule
+    p = Path(path)
+    with _reader(p) as (_, attrs, clean):
+        pass
+    if attrs["kind"] != kind:
+        raise SnapshotFileError(f"{p} holds a {attrs['kind']} run; it cannot be resumed as a "
+                                f"{kind} run")
+    if not clean:
+        repair(p)
+    attrs, data, _ = _read(p)
+    if len(data["time"]) == 0:
+        raise SnapshotFileError(f"{p} holds no snapshot to resume from")
+    stored_grid = _grid_from(attrs, p)
+    if grid is not None and stored_grid is not None and grid != stored_grid:
+        raise ValueError(f"grid={grid!r} differs from the grid of {p} ({stored_grid!r}); pass "
+                         f"grid=None to use the file's")
+    for name, given in (("splitting", splitting), ("scheme", scheme)):
+        if given is not None and attrs.get(name) is not None and given != attrs[name]:
+            raise ValueError(f"{name}={given!r} differs from the {name} of {p} "
+                             f"({attrs[name]!r}); resume with {name}={attrs[name]!r}")
+    if model is not None:
+        diff = _model_mismatch(model, attrs.get("model"))
+        if diff:
+            raise ValueError(f"the model differs from the one stored in {p} in {diff}; resume "
+                             f"with the same model, or start a new file from "
+                             f"pp.load({str(p)!r}).f[-1]")
+    stored_dt = attrs.get("dt")
+    if stored_dt is None:
+        raise SnapshotFileError(f"{p} does not record its time step 'dt'; it cannot be resumed")
+    stored_dt = float(stored_dt)
+    if dt is not None and abs(float(dt) - stored_dt) > 1e-12 * stored_dt:
+        raise ValueError(f"dt={dt!r} differs from the time step of {p} ({stored_dt!r}); a "
+                         f"resumed run keeps the stored step: pass dt=None")
+    t_last = float(data["time"][-1])
+    span = float(t_final) - t_last
+    if not np.isfinite(span) or span < -1e-9 * stored_dt:
+        raise ValueError(f"t_final={t_final!r} is before the last time {t_last!r} stored in "
+                         f"{p}; give a later t_final")
+    n = max(int(round(span / stored_dt)), 0)
+    if abs(n * stored_dt - span) > 1e-6 * stored_dt:
+        lo, hi = t_last + np.floor(span / stored_dt) * stored_dt, \
+            t_last + np.ceil(span / stored_dt) * stored_dt
+        raise ValueError(f"t_final={t_final!r} is not a whole number of stored steps "
+                         f"dt={stored_dt!r} after t={t_last!r}; use t_final={lo:.12g} or "
+                         f"{hi:.12g}")
+    save = save_every if save_every is not None else int(attrs.get("save_every", 1))
+    schedule = Schedule(t0=t_last, dt=stored_dt, n_steps=n, save_every=int(save))
+    rng_state = None
+    if "rng_state" in data and len(data["rng_state"]):
+        rng_state = json.loads(data["rng_state"][-1])
+    states = {k: v for k, v in data.items() if k in ("density", "particle_theta", "particle_h")}
+    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=data["time"],
+                      states=states, schedule=schedule, splitting=attrs.get("splitting"),
+                      scheme=attrs.get("scheme"), rng_state=rng_state)
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    import inspect as _inspect
+    try:
+        return name in _inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def resume(path: str | os.PathLike, t_final: float, *, model: Any = None,
+           save_every: int | None = None, progress: bool | None = None) -> Any:
+    """Continue the run stored in ``path`` up to ``t_final``, appending to the same file.
+
+    The model is rebuilt from the stored preset (or given as ``model=`` for a user model; the
+    equivalent is ``pp.solve(model, None, None, t_final, None, resume=path)``). The grid, Δt,
+    scheme and splitting are the stored ones, so the result equals that of an uninterrupted
+    run. Returns the whole run (stored and new snapshots) as from :func:`load`.
+    """
+    p = Path(path)
+    with _reader(p) as (_, attrs, _clean):
+        pass
+    if model is None:
+        model = _rebuild_model(attrs)
+        if model is None:
+            raise ValueError(f"{p} was written from a user-defined model, whose functions are "
+                             f"not stored; pass model=... (the same model) to resume it")
+    kind = attrs["kind"]
+    if kind == "joint":
+        from .solve import solve
+        solver: Callable | None = solve
+    elif kind == "reduced":
+        import importlib  # pde_popdyn.solve the attribute is the function, not the module
+        solver = getattr(importlib.import_module("pde_popdyn.solve"), "solve_reduced", None)
+    else:
+        try:
+            from .particles import simulate_particles as solver  # type: ignore[attr-defined]
+        except ImportError:
+            solver = None
+    if solver is None or not _accepts(solver, "resume"):
+        raise ValueError(f"resuming a {kind} file is not supported by this version of "
+                         f"pde_popdyn")
+    kw: dict[str, Any] = {"resume": p, "progress": progress}
+    if save_every is not None:
+        kw["save_every"] = save_every
+    if kind == "ensemble":
+        return solver(model, None, None, t_final, None, **kw)
+    return solver(model, None, None, t_final, None, splitting=attrs.get("splitting", "strang"),
+                  **({"scheme": attrs["scheme"]} if "scheme" in attrs else {}), **kw)

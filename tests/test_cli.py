@@ -1,0 +1,183 @@
+"""The pde-popdyn command (issue 6): every subcommand end to end in a subprocess."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import pde_popdyn as pp
+from pde_popdyn import cli
+
+SMALL = """
+preset = "quadratic-bilevel"
+name = "small"
+[params]
+eps = 0.05
+[grid]
+n_theta = 24
+n_h = 16
+[run]
+t_final = 0.5
+dt = 0.03125
+save_every = 2
+[output]
+animation = false
+"""
+
+
+def pde_popdyn(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "pde_popdyn.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    config = tmp / "small.toml"
+    config.write_text(SMALL)
+    code, out, err = pde_popdyn("run", config, "--out", tmp / "out", "--quiet")
+    assert code == 0, err
+    # a pristine copy for the info/resume/plot test (the overwrite test replaces the original)
+    (tmp / "pristine.h5").write_bytes((tmp / "out" / "small.h5").read_bytes())
+    return tmp, config, out
+
+
+def test_run_with_config_writes_hdf5_figures_and_summary(small_run):
+    tmp, _, out = small_run
+    h5 = tmp / "out" / "small.h5"
+    assert "E[h] exact" in out and "E[h] ε→0" in out  # the theory beside the PDE
+    assert f"snapshots written to {h5}" in out
+    for name in ("small.png", "small_density.png", "small_fitness.png"):
+        assert (tmp / "out" / name).stat().st_size > 1000
+    assert not (tmp / "out" / "small_rho.gif").exists()  # animation = false
+    sol = pp.load(h5)
+    assert sol.f.shape == (9, 24, 16) and sol.t[-1] == 0.5
+    assert sol.model.preset["params"]["eps"] == 0.05
+
+
+def test_run_refuses_to_overwrite_without_force(small_run):
+    tmp, config, _ = small_run
+    h5 = tmp / "out" / "small.h5"
+    before = h5.read_bytes()
+    code, _, err = pde_popdyn("run", config, "--out", tmp / "out", "--quiet")
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert "Traceback" not in err
+    assert h5.read_bytes() == before
+    quick = tmp / "nofig.toml"
+    quick.write_text(SMALL.replace("animation = false", "figures = false"))
+    code, _, err = pde_popdyn("run", quick, "--out", tmp / "out", "--quiet", "--force",
+                              "--t-final", "0.25")
+    assert code == 0, err
+    assert pp.load(h5).t[-1] == 0.25
+
+
+def test_info_resume_and_plot(small_run, tmp_path):
+    h5 = tmp_path / "small.h5"
+    h5.write_bytes((small_run[0] / "pristine.h5").read_bytes())
+
+    code, out, err = pde_popdyn("info", h5)
+    assert code == 0, err
+    assert "joint snapshots, status 'complete', closed cleanly" in out
+    assert "9 snapshots" in out and "quadratic-bilevel" in out
+    assert "density          (time, theta, h) (9, 24, 16) float64, gzip" in out
+    assert "mean_h" in out
+
+    code, out, err = pde_popdyn("resume", h5, "--t-final", 1.0, "--quiet")
+    assert code == 0, err
+    assert "to t = 1: 8 new snapshots (17 in all)" in out
+    back = pp.load(h5)
+    assert len(back.t) == 17
+    direct = pp.solve(back.model, back.grid, back.f[0], 1.0, 0.03125, save_every=2,
+                      progress=False)
+    assert np.abs(back.f[-1] - direct.f[-1]).max() <= 1e-13
+
+    # the GIF is tested in test_plot; skipping it here keeps this test fast
+    code, out, err = pde_popdyn("plot", h5, "--out", tmp_path / "figs", "--no-animation")
+    assert code == 0, err
+    for name in ("small.png", "small_density.png", "small_fitness.png"):
+        assert (tmp_path / "figs" / name).stat().st_size > 1000, name
+        assert f"figure written to {tmp_path / 'figs' / name}" in out
+    assert not (tmp_path / "figs" / "small_rho.gif").exists()
+
+
+def test_presets_and_bad_input(tmp_path, capsys):
+    code, out, _ = pde_popdyn("presets", "--verbose")
+    assert code == 0
+    assert out.startswith("quadratic-bilevel") and "\ngaussian" in out and "kappa = 4.0" in out
+    assert cli.main(["info", str(tmp_path / "missing.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "no such snapshot file" in err and "Traceback" not in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace("t_final", "tfinal"))
+    assert cli.main(["run", str(bad), "--out", str(tmp_path)]) == 2
+    assert "unknown key 'run.tfinal'" in capsys.readouterr().err
+
+
+# -- in-process: config parsing, help, default command --------------------------------------
+@pytest.mark.parametrize("text,message", [
+    ("colour = 'red'", "unknown key 'colour'"),
+    ("[grid]\nn_x = 3", "unknown key 'grid.n_x'"),
+    ("[plots]\nx = 1", "unknown section [plots]"),
+    ("[params]\nkapa = 1.0", "parameter 'kapa' is not known"),
+    ("[run]\ndt = 'small'", "run.dt = 'small' must be of type int or float"),
+    ("preset = 'nope'", "preset 'nope' is not known"),
+    ("[run\n", "not valid TOML"),
+])
+def test_config_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        cli.load_config(path)
+
+
+def test_config_maps_to_preset_grid_and_run(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(SMALL)
+    cfg = cli.load_config(path)
+    assert (cfg.preset, cfg.name, cfg.n_theta, cfg.n_h, cfg.t_final, cfg.dt, cfg.save_every,
+            cfg.animation) == ("quadratic-bilevel", "small", 24, 16, 0.5, 0.03125, 2, False)
+    assert cfg.params == {"eps": 0.05}
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["resume"], ["plot"], ["info"], ["presets"]])
+def test_help_is_useful(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--help"] if command else ["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: pde-popdyn" in out
+    if not command:
+        for sub in ("run", "resume", "plot", "info", "presets"):
+            assert sub in out
+
+
+def test_no_arguments_runs_the_built_in_example(monkeypatch):
+    seen = {}
+
+    def fake_run(args):
+        seen.update(vars(args))
+        return 0
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_run(parser(), fake_run))
+    assert cli.main([]) == 0
+    assert seen["config"] is None and seen["out"] == "pde_popdyn_output"
+    assert cli.main(["--quiet"]) == 0 and seen["quiet"] is True
+
+
+def _with_run(parser, func):
+    for action in parser._subparsers._group_actions:
+        action.choices["run"].set_defaults(func=func)
+    return parser
+
+
+@pytest.mark.slow
+def test_default_command_end_to_end(tmp_path):
+    """The README's main-job command, as a subprocess (about a minute on a loaded machine)."""
+    proc = subprocess.run([sys.executable, "-m", "pde_popdyn.cli", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("example.h5", "example.png", "example_rho.gif"):
+        assert (tmp_path / "pde_popdyn_output" / name).exists()
