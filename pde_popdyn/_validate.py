@@ -94,8 +94,8 @@ def density_array(name: str, f: Any, shape: tuple[int, ...]) -> np.ndarray:
         raise TypeError(f"{name} must be an array of shape {shape}, got {_short(f)}") from None
     if arr.shape != shape:
         raise ValueError(f"{name} has shape {arr.shape} but the grid needs {shape} "
-                         f"(n_theta, n_h); build it on the same grid, e.g. with "
-                         f"pp.gaussian(grid, ...)")
+                         f"(theta-axes first, then h-axes); build it on the same grid, e.g. "
+                         f"with pp.gaussian(grid, ...)")
     if not np.all(np.isfinite(arr)):
         n = int((~np.isfinite(arr)).sum())
         raise ValueError(f"{name} contains {n} NaN or inf values; a density must be finite")

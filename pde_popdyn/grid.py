@@ -99,22 +99,38 @@ class Axis:
         return self.high - self.low
 
 
+def _axis_specs(name: str, spec) -> list:
+    """``(low, high, cells)`` or a list of such triples (several axes)."""
+    if isinstance(spec, (list, tuple)) and spec and all(
+            isinstance(s, (list, tuple)) for s in spec):
+        return [as_axis_spec(f"{name}[{i}]", s) for i, s in enumerate(spec)]
+    return [as_axis_spec(name, spec)]
+
+
 class Grid:
-    """Tensor-product grid over θ ∈ [θ_lo, θ_hi] and h ∈ [h_lo, h_hi].
+    """Tensor-product grid over θ-axes and h-axes (one of each, or up to 3 axes in all).
 
     Parameters
     ----------
     theta, h:
-        ``(low, high, cells)`` for each axis. ``cells`` ≥ 3.
+        ``(low, high, cells)`` for each axis, or a list of such triples for several axes:
+        ``theta=[(-3, 3, 48), (-3, 3, 48)]`` gives θ ∈ R², ``h=[(…), (…)]`` gives h ∈ R².
+        ``cells`` ≥ 3; at most 3 axes in all.
     periodic:
         Names of the periodic axes, e.g. ``("theta",)`` for θ on a circle (the loss and fitness
-        must then be periodic) or ``("h",)`` for periodic mutation in h. Other axes have zero
-        flux in θ and reflecting boundaries in h.
+        must then be periodic) or ``("h",)`` for periodic mutation in h; with several axes of a
+        kind, ``"h"`` makes all of them periodic and ``"h1"``, ``"h2"`` (or ``"theta1"``, …)
+        single ones. Other axes have zero flux in θ and reflecting boundaries in h.
     nodes:
         ``"cells"`` (default): uniform cells, for ``scheme="fv"`` (and Fourier on periodic θ).
         ``"spectral"``: Chebyshev–Gauss–Lobatto nodes in a bounded θ (``theta[2]`` nodes,
         Clenshaw–Curtis weights), for ``scheme="spectral"``; h stays uniform (DCT/FFT nodes).
         On any grid ``(f * grid.weights).sum()`` is the mass.
+
+    Densities have shape ``(*theta_cells, *h_cells)``: θ-axes first, then h-axes. With one axis
+    of each kind, ``grid.theta``/``grid.h`` are 1-D arrays of nodes; with several, tuples of
+    them (one per axis), and the model's callables receive tuples of mesh arrays (see
+    :class:`pde_popdyn.Model`).
 
     Examples
     --------
@@ -123,103 +139,183 @@ class Grid:
     (128, 64)
     """
 
-    def __init__(self, theta: tuple[float, float, int], h: tuple[float, float, int],
-                 periodic: tuple[str, ...] | list[str] = (), nodes: str = "cells"):
+    def __init__(self, theta, h, periodic: tuple[str, ...] | list[str] = (),
+                 nodes: str = "cells"):
         if isinstance(periodic, str):
             periodic = (periodic,)
-        unknown = [p for p in periodic if p not in ("theta", "h")]
+        periodic = tuple(periodic)
+        tspecs, hspecs = _axis_specs("theta", theta), _axis_specs("h", h)
+        if len(tspecs) + len(hspecs) > 3:
+            raise ValueError(f"a grid has at most 3 axes in all; got {len(tspecs)} theta-axes "
+                             f"and {len(hspecs)} h-axes")
+        tnames = ["theta"] if len(tspecs) == 1 else [f"theta{i + 1}" for i in range(len(tspecs))]
+        hnames = ["h"] if len(hspecs) == 1 else [f"h{i + 1}" for i in range(len(hspecs))]
+        known = {"theta", "h", *tnames, *hnames}
+        unknown = [p for p in periodic if p not in known]
         if unknown:
-            raise ValueError(f"periodic={tuple(periodic)!r} names unknown axes {unknown}; use "
-                             f"'theta' and/or 'h'")
+            raise ValueError(f"periodic={periodic!r} names unknown axes {unknown}; use "
+                             f"'theta' and/or 'h' (or {sorted(known - {'theta', 'h'})})")
         if nodes not in ("cells", "spectral"):
             raise ValueError(f"nodes={nodes!r} is not known; use 'cells' (finite volumes) or "
                              f"'spectral' (Chebyshev nodes in theta)")
-        tnodes = "chebyshev" if nodes == "spectral" and "theta" not in periodic else "cells"
+        if nodes == "spectral" and len(tspecs) > 1:
+            raise ValueError("nodes='spectral' is available for one theta-axis; use "
+                             "nodes='cells' (scheme='fv') for several")
         self.nodes = nodes
-        self.theta_axis = Axis("theta", *as_axis_spec("theta", theta), "theta" in periodic,
-                               tnodes)
-        self.h_axis = Axis("h", *as_axis_spec("h", h), "h" in periodic)
+
+        def per(name: str, kind: str) -> bool:
+            return name in periodic or kind in periodic
+
+        self.theta_axes = tuple(
+            Axis(n, *s, per(n, "theta"),
+                 "chebyshev" if nodes == "spectral" and not per(n, "theta") else "cells")
+            for n, s in zip(tnames, tspecs))
+        self.h_axes = tuple(Axis(n, *s, per(n, "h")) for n, s in zip(hnames, hspecs))
+
+    # -- axes --------------------------------------------------------------------------
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        return self.theta_axes + self.h_axes
+
+    @property
+    def ndim_theta(self) -> int:
+        return len(self.theta_axes)
+
+    @property
+    def ndim_h(self) -> int:
+        return len(self.h_axes)
+
+    def _single(self, kind: str) -> Axis:
+        axes = self.theta_axes if kind == "theta" else self.h_axes
+        if len(axes) != 1:
+            raise ValueError(f"this grid has {len(axes)} {kind}-axes; use grid.{kind}_axes")
+        return axes[0]
+
+    @property
+    def theta_axis(self) -> Axis:
+        """The θ-axis of a grid with one θ-axis."""
+        return self._single("theta")
+
+    @property
+    def h_axis(self) -> Axis:
+        """The h-axis of a grid with one h-axis."""
+        return self._single("h")
 
     # -- coordinates -------------------------------------------------------------------
-    @property
-    def theta(self) -> np.ndarray:
-        """θ nodes (cell centres, or Chebyshev points), shape ``(n_theta,)``."""
-        return self.theta_axis.centres
+    @staticmethod
+    def _pick(axes, attr: str):
+        vals = tuple(getattr(a, attr) for a in axes)
+        return vals[0] if len(vals) == 1 else vals
 
     @property
-    def h(self) -> np.ndarray:
-        """h cell centres, shape ``(n_h,)``."""
-        return self.h_axis.centres
+    def theta(self):
+        """θ nodes (cell centres, or Chebyshev points): shape ``(n_theta,)``, or a tuple."""
+        return self._pick(self.theta_axes, "centres")
 
     @property
-    def theta_edges(self) -> np.ndarray:
-        return self.theta_axis.edges
+    def h(self):
+        """h cell centres: shape ``(n_h,)``, or a tuple of them for several h-axes."""
+        return self._pick(self.h_axes, "centres")
 
     @property
-    def h_edges(self) -> np.ndarray:
-        return self.h_axis.edges
+    def theta_edges(self):
+        return self._pick(self.theta_axes, "edges")
 
     @property
-    def dtheta(self) -> float:
-        return self.theta_axis.width
+    def h_edges(self):
+        return self._pick(self.h_axes, "edges")
 
     @property
-    def dh(self) -> float:
-        return self.h_axis.width
+    def dtheta(self):
+        return self._pick(self.theta_axes, "width")
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.theta_axis.cells, self.h_axis.cells)
+    def dh(self):
+        return self._pick(self.h_axes, "width")
+
+    @property
+    def theta_shape(self) -> tuple[int, ...]:
+        return tuple(a.cells for a in self.theta_axes)
+
+    @property
+    def h_shape(self) -> tuple[int, ...]:
+        return tuple(a.cells for a in self.h_axes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.theta_shape + self.h_shape
 
     @property
     def n_theta(self) -> int:
-        return self.theta_axis.cells
+        return int(np.prod(self.theta_shape))
 
     @property
     def n_h(self) -> int:
-        return self.h_axis.cells
+        return int(np.prod(self.h_shape))
 
     @property
     def theta_weights(self) -> np.ndarray:
-        return self.theta_axis.weights
+        """Quadrature weights over the θ-axes, shape ``theta_shape``."""
+        return _outer([a.weights for a in self.theta_axes])
 
     @property
     def h_weights(self) -> np.ndarray:
-        return self.h_axis.weights
+        """Quadrature weights over the h-axes, shape ``h_shape``."""
+        return _outer([a.weights for a in self.h_axes])
 
     @property
     def weights(self) -> np.ndarray:
-        """Quadrature weights of shape ``(n_theta, n_h)``: the mass is ``(f * weights).sum()``."""
-        return np.outer(self.theta_weights, self.h_weights)
+        """Quadrature weights of the grid's shape: the mass is ``(f * weights).sum()``."""
+        return _outer([a.weights for a in self.axes])
 
-    def mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        """Θ and H arrays of shape ``(n_theta, n_h)`` (``indexing="ij"``)."""
-        return np.meshgrid(self.theta, self.h, indexing="ij")
+    def mesh(self):
+        """(Θ, H) mesh arrays of the grid's shape (``indexing="ij"``); with several axes of a
+        kind, that entry is a tuple of arrays, one per axis."""
+        arrays = np.meshgrid(*[a.centres for a in self.axes], indexing="ij")
+        d = self.ndim_theta
+        th = arrays[0] if d == 1 else tuple(arrays[:d])
+        hh = arrays[d] if self.ndim_h == 1 else tuple(arrays[d:])
+        return th, hh
+
+    def h_mesh(self):
+        """h mesh arrays of shape ``h_shape`` (a tuple for several h-axes); ``grid.h`` if one."""
+        if self.ndim_h == 1:
+            return self.h
+        return tuple(np.meshgrid(*[a.centres for a in self.h_axes], indexing="ij"))
+
+    def _coords(self) -> list[np.ndarray]:
+        """Every axis' node coordinate broadcast to the grid's shape (θ-axes, then h-axes)."""
+        return list(np.meshgrid(*[a.centres for a in self.axes], indexing="ij"))
 
     # -- integrals of densities --------------------------------------------------------
+    def _sum_axes(self, k: int) -> tuple[int, ...]:
+        return tuple(range(-k, 0))
+
     def mass(self, f: np.ndarray) -> np.ndarray:
-        """∫∫ f dθ dh, over the last two axes (so a stack of densities works too)."""
+        """∫ f over every axis (the last ``ndim`` axes, so a stack of densities works too)."""
         return self.integrate(f, 1.0)
 
     def marginal(self, f: np.ndarray, axis: AxisName = "h") -> np.ndarray:
         """Marginal density: ``axis="h"`` gives ρ(h) = ∫ f dθ; ``axis="theta"`` gives ∫ f dh."""
         f = np.asarray(f)
+        nd = len(self.shape)
         if axis == "h":
-            return np.einsum("...ij,i->...j", f, self.theta_weights)
+            w = self.theta_weights
+            return (f * w.reshape(w.shape + (1,) * self.ndim_h)).sum(
+                axis=tuple(range(f.ndim - nd, f.ndim - self.ndim_h)))
         if axis == "theta":
-            return np.einsum("...ij,j->...i", f, self.h_weights)
+            return (f * self.h_weights).sum(axis=self._sum_axes(self.ndim_h))
         raise ValueError(f"axis={axis!r} is not an axis of this grid; use 'theta' or 'h'")
 
     def mean(self, f: np.ndarray) -> np.ndarray:
-        """(E θ, E h) under f (normalised by its mass); shape ``(..., 2)``."""
+        """Means of (θ…, h…) under f (normalised by its mass); shape ``(..., ndim)``.
+        For one axis of each kind this is (E θ, E h)."""
         f = np.asarray(f)
         m = self.mass(f)
-        et = (self.marginal(f, "theta") * self.theta * self.theta_weights).sum(-1) / m
-        eh = (self.marginal(f, "h") * self.h * self.h_weights).sum(-1) / m
-        return np.stack([et, eh], axis=-1)
+        return np.stack([self.integrate(f, x) / m for x in self._coords()], axis=-1)
 
     def cov(self, f: np.ndarray) -> np.ndarray:
-        """Covariance matrix of (θ, h) under f; shape ``(..., 2, 2)``.
+        """Covariance matrix of (θ…, h…) under f; shape ``(..., ndim, ndim)``.
 
         Moments of cell averages are taken at cell centres; this is second-order accurate
         (the midpoint rule) and adds no Sheppard correction.
@@ -227,30 +323,34 @@ class Grid:
         f = np.asarray(f)
         m = self.mass(f)
         mu = self.mean(f)
-        dt = self.theta[:, None] - mu[..., 0, None, None]
-        dh = self.h[None, :] - mu[..., 1, None, None]
-        c_tt = self.integrate(f, dt * dt) / m
-        c_th = self.integrate(f, dt * dh) / m
-        c_hh = self.integrate(f, dh * dh) / m
-        return np.stack([np.stack([c_tt, c_th], -1), np.stack([c_th, c_hh], -1)], -2)
+        nd = len(self.shape)
+        dev = [x - mu[..., i].reshape(mu.shape[:-1] + (1,) * nd)
+               for i, x in enumerate(self._coords())]
+        rows = [np.stack([self.integrate(f, dev[i] * dev[j]) / m for j in range(nd)], -1)
+                for i in range(nd)]
+        return np.stack(rows, -2)
 
     def integrate(self, f: np.ndarray, g=1.0) -> np.ndarray:
-        """∫∫ g f dθ dh for a field g broadcastable to the grid's shape."""
-        return (np.asarray(f) * g * self.weights).sum(axis=(-2, -1))
+        """∫ g f over every axis, for a field g broadcastable to the grid's shape."""
+        return (np.asarray(f) * g * self.weights).sum(axis=self._sum_axes(len(self.shape)))
 
     # -- misc ----------------------------------------------------------------------------
     @property
     def periodic(self) -> tuple[str, ...]:
-        return tuple(a.name for a in (self.theta_axis, self.h_axis) if a.periodic)
+        return tuple(a.name for a in self.axes if a.periodic)
 
     def to_dict(self) -> dict:
-        a, b = self.theta_axis, self.h_axis
-        return {"theta": [a.low, a.high, a.cells], "h": [b.low, b.high, b.cells],
+        def spec(axes):
+            out = [[a.low, a.high, a.cells] for a in axes]
+            return out[0] if len(out) == 1 else out
+        return {"theta": spec(self.theta_axes), "h": spec(self.h_axes),
                 "periodic": list(self.periodic), "nodes": self.nodes}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
-        return cls(theta=tuple(d["theta"]), h=tuple(d["h"]),
+        def spec(v):
+            return [tuple(x) for x in v] if v and isinstance(v[0], (list, tuple)) else tuple(v)
+        return cls(theta=spec(d["theta"]), h=spec(d["h"]),
                    periodic=tuple(d.get("periodic", ())), nodes=d.get("nodes", "cells"))
 
     def __eq__(self, other: object) -> bool:
@@ -260,8 +360,16 @@ class Grid:
         return hash(str(self.to_dict()))
 
     def __repr__(self) -> str:
-        a, b = self.theta_axis, self.h_axis
-        per = f", periodic={self.periodic}" if self.periodic else ""
-        per += f", nodes={self.nodes!r}" if self.nodes != "cells" else ""
-        return (f"Grid(theta=({a.low}, {a.high}, {a.cells}), "
-                f"h=({b.low}, {b.high}, {b.cells}){per})")
+        def spec(axes):
+            parts = [f"({a.low}, {a.high}, {a.cells})" for a in axes]
+            return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+        extra = f", periodic={self.periodic}" if self.periodic else ""
+        extra += f", nodes={self.nodes!r}" if self.nodes != "cells" else ""
+        return f"Grid(theta={spec(self.theta_axes)}, h={spec(self.h_axes)}{extra})"
+
+
+def _outer(vectors: list[np.ndarray]) -> np.ndarray:
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = np.multiply.outer(out, v)
+    return out

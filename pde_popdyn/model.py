@@ -161,12 +161,15 @@ class Model:
     ----------
     loss:
         Training loss L(θ, h), confining in θ. Called as ``loss(theta, h)`` with two arrays of
-        the grid's shape ``(n_theta, n_h)``; must be vectorised.
+        the grid's shape ``(n_theta, n_h)``; must be vectorised. On a grid with several θ- or
+        h-axes the corresponding argument is a tuple of arrays of the grid's shape, one per
+        axis: ``loss((theta1, theta2), h)`` or ``loss(theta, (h1, h2))``.
     fitness:
         Fitness F(θ, h), e.g. minus a validation loss; same calling convention. May be
         ``None`` only when ``selection`` is ``None``.
     temperature:
-        T > 0: a number or a callable ``T(h)`` of the h-centres.
+        T > 0: a number or a callable ``T(h)`` of the h-centres (``T((h1, h2))`` with several
+        h-axes).
     eps:
         ε > 0, the ratio of the fast (θ) to the slow (h) time scale.
     selection:
@@ -231,31 +234,41 @@ class Model:
         self.quadratic = _check_quadratic(quadratic)
 
     # -- evaluation on a grid ----------------------------------------------------------
-    def _h_field(self, name: str, value: Scalar | HFn, h: np.ndarray) -> np.ndarray:
+    def _h_field(self, name: str, value: Scalar | HFn, h) -> np.ndarray:
+        """value(h) at points h: an array, or a tuple of arrays (one per h-axis)."""
+        if isinstance(h, tuple):
+            h = tuple(np.asarray(x, dtype=float) for x in h)
+            shape = np.broadcast_shapes(*(x.shape for x in h))
+        else:
+            h = np.asarray(h, dtype=float)
+            shape = h.shape
         if not callable(value):
-            return np.full(h.shape, float(value))
-        out = field_on_grid(name, value, (h,), h.shape, f"{name}(h)")
+            return np.full(shape, float(value))
+        out = field_on_grid(name, value, (h,), shape, f"{name}(h)")
         if (out <= 0).any():
-            i = int(np.argmin(out))
+            i = np.unravel_index(int(np.argmin(out)), shape)
+            where = (tuple(round(float(x[i]), 4) for x in h) if isinstance(h, tuple)
+                     else f"{float(h[i]):.4g}")
             raise ValueError(f"{name}(h) must be > 0 everywhere on the grid; it is "
-                             f"{out[i]:.3g} at h={h[i]:.4g}")
+                             f"{out[i]:.3g} at h={where}")
         return out
 
-    def temperature_on(self, h: np.ndarray) -> np.ndarray:
-        """T(h) at the points ``h`` (checked > 0 and finite)."""
-        return self._h_field("temperature", self.temperature, np.asarray(h, dtype=float))
+    def temperature_on(self, h) -> np.ndarray:
+        """T(h) at the points ``h`` (checked > 0 and finite); ``h`` is an array, or a tuple of
+        arrays for several h-axes (e.g. ``grid.h_mesh()``)."""
+        return self._h_field("temperature", self.temperature, h)
 
-    def mobility_on(self, h: np.ndarray) -> np.ndarray:
+    def mobility_on(self, h) -> np.ndarray:
         """m(h) at the points ``h`` (checked > 0 and finite)."""
-        return self._h_field("mobility", self.mobility, np.asarray(h, dtype=float))
+        return self._h_field("mobility", self.mobility, h)
 
     def loss_on(self, grid) -> np.ndarray:
-        """L on the grid's cell centres, shape ``(n_theta, n_h)``."""
+        """L on the grid's nodes, shape ``grid.shape``."""
         th, hh = grid.mesh()
         return field_on_grid("loss", self.loss, (th, hh), grid.shape, "loss(theta, h)")
 
     def fitness_on(self, grid) -> np.ndarray:
-        """F on the grid's cell centres, shape ``(n_theta, n_h)``."""
+        """F on the grid's nodes, shape ``grid.shape``."""
         if self.fitness is None:
             raise ValueError("this model has no fitness; give Model(fitness=...)")
         th, hh = grid.mesh()

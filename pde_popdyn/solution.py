@@ -87,27 +87,34 @@ class Solution:
         self._no_theta("cov of (theta, h)")
         return self.grid.cov(self.f)
 
+    def _block(self, values: np.ndarray, kind: str) -> np.ndarray:
+        """The θ- or h-part of per-axis values (n_saved, ndim): 1-D if that kind has one axis."""
+        d, m = self.grid.ndim_theta, self.grid.ndim_h
+        part = values[:, :d] if kind == "theta" else values[:, d:d + m]
+        return part[:, 0] if part.shape[1] == 1 else part
+
     @property
     def mean_theta(self) -> np.ndarray:
+        """E θ over time: (n_saved,), or (n_saved, d) with several θ-axes."""
         self._no_theta("mean_theta")
-        return self.mean[:, 0]
+        return self._block(self.mean, "theta")
 
     @property
     def mean_h(self) -> np.ndarray:
         if self.is_reduced:
             return _diag.h_moments(self)[0]
-        return self.mean[:, 1]
+        return self._block(self.mean, "h")
 
     @property
     def var_theta(self) -> np.ndarray:
         self._no_theta("var_theta")
-        return self.cov[:, 0, 0]
+        return self._block(np.diagonal(self.cov, axis1=1, axis2=2), "theta")
 
     @property
     def var_h(self) -> np.ndarray:
         if self.is_reduced:
             return _diag.h_moments(self)[1]
-        return self.cov[:, 1, 1]
+        return self._block(np.diagonal(self.cov, axis1=1, axis2=2), "h")
 
     @property
     def mean_fitness(self) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._validate import density_array, positive_float
 from .fast.fv import SGOperator
+from .fast.spectral import SpectralOperator
 from .grid import Grid
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
 from .slow.mutation import DiffusionStep
@@ -16,7 +17,7 @@ from .slow.selection import BoltzmannMap, JumpStep, ReplicatorStep, TruncationMa
 from .solution import Solution
 from .splitting import SPLITTINGS, PropagatorStep, Schedule, compose, integrate
 
-SCHEMES = ("fv",)
+SCHEMES = ("fv", "spectral")
 
 
 def _check_common(model: Any, grid: Any, t_final: Any, dt: Any) -> tuple[float, float]:
@@ -39,41 +40,90 @@ def _check_save_every(save_every: Any) -> int | None:
     return int(save_every)
 
 
-def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid) -> list:
-    """Selection then mutation sub-steps acting on arrays whose last axis is h.
+class MassStep:
+    """Runs a sub-step on cell masses f·w instead of nodal values f (non-uniform θ-nodes): the
+    selection and copy rules are statements about mass, the fast step about densities."""
 
-    Shared by the joint solver (f of shape (n_theta, n_h), fitness F) and the reduced solver
-    (ρ of shape (n_h,), fitness F̄ or F̄_α).
+    def __init__(self, step, weights: np.ndarray):
+        self.step = step
+        self.weights = weights
+
+    def __call__(self, f: np.ndarray, tau: float) -> np.ndarray:
+        return self.step(f * self.weights, tau) / self.weights
+
+
+def h_diffusion(coefficient: float, grid: Grid, *, spectral: bool = False):
+    """The exact step of D Δ_h over every h-axis (the last ``grid.ndim_h`` axes of the array):
+    the per-axis exact steps commute, so their product is exact."""
+    n = grid.ndim_h
+    steps = [DiffusionStep(coefficient, a.cells, a.width, axis=k - n, periodic=a.periodic,
+                           spectral=spectral) for k, a in enumerate(grid.h_axes)]
+    if len(steps) == 1:
+        return steps[0]
+
+    def step(f: np.ndarray, tau: float) -> np.ndarray:
+        for s in steps:
+            f = s(f, tau)
+        return f
+    return step
+
+
+def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid, *,
+                  spectral: bool = False, weights: np.ndarray | None = None) -> list:
+    """Selection then mutation sub-steps acting on arrays whose last axes are the h-axes.
+
+    Shared by the joint solver (f of shape ``grid.shape``, fitness F) and the reduced solver
+    (ρ of shape ``grid.h_shape``, fitness F̄ or F̄_α). ``spectral`` switches the mutation (and
+    the Gaussian-jump kernel) to continuum eigenvalues; ``weights`` (non-uniform θ-nodes) makes
+    the selection step act on masses.
     """
     steps: list = []
     kernel = None
     if isinstance(mutation, GaussianJump):
-        jump = DiffusionStep(1.0, grid.n_h, grid.dh, axis=-1, periodic=grid.h_axis.periodic)
+        jump = h_diffusion(1.0, grid, spectral=spectral)
         half_var = 0.5 * mutation.std ** 2
 
         def kernel(g: np.ndarray) -> np.ndarray:
             # the reflecting Gaussian kernel K_σ is the Neumann heat kernel at time σ²/2
             return jump(g, half_var)
+    hd = grid.ndim_h
     if isinstance(selection, Replicator) and selection.rate > 0:
         steps.append(ReplicatorStep(fitness, selection.rate, 1.0))
     elif isinstance(selection, BoltzmannJump) and selection.rate > 0:
-        steps.append(JumpStep(BoltzmannMap(fitness, selection.pressure, selection.copy, kernel),
-                              selection.rate))
+        steps.append(JumpStep(BoltzmannMap(fitness, selection.pressure, selection.copy, kernel,
+                                           h_ndim=hd), selection.rate))
     elif isinstance(selection, Truncation) and selection.rate > 0:
-        steps.append(JumpStep(TruncationMap(fitness, selection.fraction, selection.copy, kernel),
-                              selection.rate))
+        steps.append(JumpStep(TruncationMap(fitness, selection.fraction, selection.copy, kernel,
+                                            h_ndim=hd), selection.rate))
+    if weights is not None and steps:
+        steps[0] = MassStep(steps[0], weights)
     if isinstance(mutation, Diffusion) and mutation.coefficient > 0:
-        steps.append(DiffusionStep(mutation.coefficient, grid.n_h, grid.dh, axis=-1,
-                                   periodic=grid.h_axis.periodic))
+        steps.append(h_diffusion(mutation.coefficient, grid, spectral=spectral))
     return steps
 
 
-def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True) -> tuple[list, dict]:
+def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
+                   scheme: str = "fv") -> tuple[list, dict]:
     """The sub-steps [selection, mutation, fast] of the joint equation, and set-up info."""
     t0 = time.perf_counter()
-    op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is not known; use one of {SCHEMES}")
+    if grid.ndim_theta > 1:
+        raise ValueError(f"grid has {grid.ndim_theta} theta-axes; the joint solver supports one "
+                         f"theta-axis (with one or two h-axes). Several theta-axes are "
+                         f"available in pp.simulate_particles")
+    if scheme == "fv":
+        if grid.nodes != "cells":
+            raise ValueError("scheme='fv' needs a grid of cells, but this grid has spectral "
+                             "nodes; use scheme='spectral' or pp.Grid(..., nodes='cells')")
+        op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+    else:
+        op = SpectralOperator.from_model(model, grid)
+    uniform = grid.theta_axis.uniform
     steps = slow_substeps(model.selection, model.mutation, model.fitness_on(grid)
-                          if model.selection is not None else None, grid)
+                          if model.selection is not None else None, grid,
+                          spectral=scheme == "spectral",
+                          weights=None if uniform else grid.weights)
     fast = PropagatorStep(op.propagator)
     steps.append(fast)
     return steps, {"operator": op, "fast": fast, "setup_seconds": time.perf_counter() - t0}
@@ -104,7 +154,12 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     splitting:
         'strang' (second order, default) or 'lie' (first order).
     scheme:
-        'fv' (Scharfetter–Gummel finite volumes in θ, DCT in h).
+        'fv' (default): Scharfetter–Gummel finite volumes in θ, exact finite-volume mutation
+        by DCT/FFT in h; positive, mass-exact, Gibbs-exact.
+        'spectral': Chebyshev (bounded θ, needs ``pp.Grid(..., nodes="spectral")``) or Fourier
+        (periodic θ) collocation in θ, continuum-eigenvalue DCT/FFT in h; exponentially
+        accurate for smooth problems and mass-exact; the Gibbs state is stationary and f
+        positive only up to that (spectral) accuracy.
     save_every:
         Save every this many steps (the first and last states are always saved). Default:
         about 100 snapshots.
@@ -160,11 +215,12 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     else:  # not renormalised: the resumed run repeats the uninterrupted run's arithmetic
         f = plan.last
         schedule = plan.schedule
-    steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs)
+    steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs, scheme=scheme)
     fast = setup["fast"]
     if schedule.n_steps:  # build e^{Δt A} now, so that its cost is reported as set-up
         t_build = time.perf_counter()
-        fast.cache[schedule.dt] = fast.build(schedule.dt)
+        fast.cache[schedule.dt] = (fast.build(schedule.dt, n_steps=schedule.n_steps)
+                                   if scheme == "fv" else fast.build(schedule.dt))
         setup["setup_seconds"] += time.perf_counter() - t_build
     writer = None
     if plan is not None:

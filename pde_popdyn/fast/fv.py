@@ -105,9 +105,10 @@ class SGOperator:
 
     @classmethod
     def from_model(cls, model, grid, *, check_gibbs: bool = True) -> "SGOperator":
-        L = model.loss_on(grid)
-        T = model.temperature_on(grid.h)
-        m = model.mobility_on(grid.h)
+        # several h-axes: every h-node is a column; f is reshaped to (n_theta, n_h) per step
+        L = model.loss_on(grid).reshape(grid.n_theta, -1)
+        T = model.temperature_on(grid.h_mesh()).reshape(-1)
+        m = model.mobility_on(grid.h_mesh()).reshape(-1)
         phi = L / T[None, :]
         periodic = grid.theta_axis.periodic
         if check_gibbs:
@@ -161,15 +162,23 @@ class SGOperator:
         return FastPropagator(self, tau, dense_above=dense_above, n_steps=n_steps)
 
 
+def _h_label(grid, j: int) -> str:
+    """The h-coordinates of column j (flattened h-nodes), for messages."""
+    idx = np.unravel_index(j, grid.h_shape)
+    vals = [a.centres[i] for a, i in zip(grid.h_axes, idx)]
+    return f"{vals[0]:.4g}" if len(vals) == 1 else "(" + ", ".join(f"{v:.4g}" for v in vals) + ")"
+
+
 def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
-    """Raise if exp(−Φ) under- or overflows on the θ-box, naming the fix."""
+    """Raise if exp(−Φ) under- or overflows on the θ-box, naming the fix. Φ has shape
+    (n_theta, n_h) with the h-nodes flattened into columns."""
     dphi = np.abs(np.diff(phi, axis=0))
     if dphi.max() > _PHI_STEP_MAX:
         i, j = np.unravel_index(np.argmax(dphi), dphi.shape)
         raise ValueError(
             f"loss: the Gibbs weight exp(-L/T) underflows between neighbouring cells: L/T "
             f"jumps by {dphi[i, j]:.3g} between theta={grid.theta[i]:.4g} and "
-            f"{grid.theta[i + 1]:.4g} at h={grid.h[j]:.4g}. Use a narrower theta-box or "
+            f"{grid.theta[i + 1]:.4g} at h={_h_label(grid, j)}. Use a narrower theta-box or "
             f"more theta-cells, or a higher temperature")
     interior = phi[1:-1].min(axis=0)
     scale = 1e-9 * np.maximum(1.0, np.abs(interior))
@@ -179,7 +188,7 @@ def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
             j = int(np.argmax(bad))
             raise ValueError(
                 f"loss: the Gibbs weight exp(-L/T) grows toward the {edge} edge of the "
-                f"theta-box (theta={grid.theta[row]:.4g}) at h={grid.h[j]:.4g}: the loss is "
+                f"theta-box (theta={grid.theta[row]:.4g}) at h={_h_label(grid, j)}: the loss is "
                 f"not confining on this box. Use a wider theta-box that contains the minimum "
                 f"of L, or pass check_gibbs=False if a boundary-truncated Gibbs state is meant")
     logpi = -(phi - phi.min(axis=0, keepdims=True))
@@ -192,7 +201,7 @@ def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
     if std[j] < 0.5 * grid.dtheta:
         raise ValueError(
             f"loss: the Gibbs weight exp(-L/T) underflows outside a single cell at "
-            f"h={grid.h[j]:.4g} (Gibbs width {std[j]:.3g} < half a cell {grid.dtheta:.3g}). "
+            f"h={_h_label(grid, j)} (Gibbs width {std[j]:.3g} < half a cell {grid.dtheta:.3g}). "
             f"Use a narrower theta-box or more theta-cells, or a higher temperature")
 
 
@@ -305,7 +314,9 @@ class FastPropagator:
         return E
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
-        """Return e^{τA} f for f of shape ``(n_theta, n_h)`` (a new array)."""
+        """Return e^{τA} f for f of shape ``(n_theta, *h_shape)`` (a new array)."""
+        if f.ndim > 2:
+            return self(f.reshape(f.shape[0], -1)).reshape(f.shape)
         out = np.empty_like(f)
         if self.proj_cols.size:
             cols = self.proj_cols

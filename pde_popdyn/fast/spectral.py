@@ -85,9 +85,9 @@ class SpectralOperator:
 
     @classmethod
     def from_model(cls, model, grid) -> "SpectralOperator":
-        L = model.loss_on(grid)
-        T = model.temperature_on(grid.h)
-        m = model.mobility_on(grid.h)
+        L = model.loss_on(grid).reshape(grid.n_theta, -1)     # h-nodes flattened to columns
+        T = model.temperature_on(grid.h_mesh()).reshape(-1)
+        m = model.mobility_on(grid.h_mesh()).reshape(-1)
         ax = grid.theta_axis
         if ax.periodic:
             D = fourier_diff(ax.cells, ax.length)
@@ -120,6 +120,8 @@ class SpectralPropagator:
         return {"dense": nh, "work_per_cell": 2.0 * n}
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
+        if f.ndim > 2:
+            return self(f.reshape(f.shape[0], -1)).reshape(f.shape)
         w = self.op.weights[:, None]
         g = np.einsum("jil,lj->ij", self.E, f)
         before = (w * f).sum(axis=0)

@@ -62,11 +62,15 @@ class DiffusionStep:
         self.axis = axis
         self._cache: dict[float, np.ndarray] = {}
 
-    def _factor(self, tau: float) -> np.ndarray:
-        fac = self._cache.get(tau)
+    def _factor(self, tau: float, ndim: int) -> np.ndarray:
+        """e^{−Dτλ_k}, shaped to broadcast along ``self.axis`` of an ndim-array."""
+        key = (tau, ndim)
+        fac = self._cache.get(key)
         if fac is None:
             fac = np.exp(-self.coefficient * tau * self.lam)
-            self._cache[tau] = fac
+            shape = [1] * ndim
+            shape[self.axis] = fac.size
+            fac = self._cache[key] = fac.reshape(shape)
         return fac
 
     def __call__(self, f: np.ndarray, tau: float) -> np.ndarray:
@@ -75,11 +79,11 @@ class DiffusionStep:
         mass = f.sum()
         if self.periodic:
             c = sfft.rfft(f, axis=self.axis)
-            c *= self._factor(tau)
+            c *= self._factor(tau, c.ndim)
             g = sfft.irfft(c, n=self.cells, axis=self.axis)
         else:
             c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
-            c *= self._factor(tau)
+            c *= self._factor(tau, c.ndim)
             g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
         if self.spectral:
             return g

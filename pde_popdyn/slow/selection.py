@@ -42,6 +42,14 @@ def _log_weights(log_w: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.exp(np.minimum(log_w - top, 0.0))
 
 
+def _copy_h(receivers: np.ndarray, donors: np.ndarray, h_ndim: int) -> np.ndarray:
+    """Copying h only: the receivers' θ-law times the donors' h-law (both unnormalised),
+    r^θ(θ) · d^h(h), with θ the leading and h the last ``h_ndim`` axes."""
+    h_axes = tuple(range(receivers.ndim - h_ndim, receivers.ndim))
+    th_axes = tuple(range(donors.ndim - h_ndim))
+    return receivers.sum(axis=h_axes, keepdims=True) * donors.sum(axis=th_axes, keepdims=True)
+
+
 class JumpStep:
     """Step of a jump process ∂_t f = λ (M[f] − f), where M maps a density to a density of the
     same mass (positive, mass-preserving, possibly nonlinear through ⟨ω⟩_f or quantiles).
@@ -84,10 +92,12 @@ class BoltzmannMap:
     ω = W = e^{αF̄_α}).
     """
 
-    def __init__(self, fitness: np.ndarray, pressure: float, copy: str, kernel=None):
+    def __init__(self, fitness: np.ndarray, pressure: float, copy: str, kernel=None,
+                 h_ndim: int = 1):
         self.log_w = pressure * np.asarray(fitness, dtype=float)
         self.copy = copy
         self.kernel = kernel
+        self.h_ndim = h_ndim
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
         mass = f.sum()
@@ -95,8 +105,7 @@ class BoltzmannMap:
         if self.copy == "both":
             g = wf
         else:
-            ftheta = f.sum(axis=-1, keepdims=True)          # f^θ up to the factor dh
-            g = ftheta * wf.sum(axis=0, keepdims=True) / mass
+            g = _copy_h(f, wf, self.h_ndim) / mass
         if self.kernel is not None:
             g = self.kernel(g)
         return g * (mass / g.sum())
@@ -112,7 +121,9 @@ class TruncationMap:
     Then ∂_t f = λ (M[f] − f) = λ (K_σ G[f] − B[f]) moves mass λ q per unit time.
     """
 
-    def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None):
+    def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None,
+                 h_ndim: int = 1):
+        self.h_ndim = h_ndim
         self.fitness = np.asarray(fitness, dtype=float)
         self.q = float(fraction)
         self.copy = copy
@@ -149,7 +160,7 @@ class TruncationMap:
         if self.copy == "both":
             gain = top
         else:
-            gain = bottom.sum(axis=-1, keepdims=True) * top.sum(axis=0, keepdims=True) / target
+            gain = _copy_h(bottom, top, self.h_ndim) / target
         if self.kernel is not None:
             gain = self.kernel(gain)
         out = f - bottom + gain * (target / gain.sum())
