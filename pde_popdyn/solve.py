@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._validate import density_array, positive_float
-from .fast.fv import SGOperator
+from .fast.fv import SGOperator, SGOperatorND
 from .fast.spectral import SpectralOperator
 from .grid import Grid
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
@@ -109,17 +109,18 @@ def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is not known; use one of {SCHEMES}")
     if grid.ndim_theta > 1:
-        raise ValueError(f"grid has {grid.ndim_theta} theta-axes; the joint solver supports one "
-                         f"theta-axis (with one or two h-axes). Several theta-axes are "
-                         f"available in pp.simulate_particles")
-    if scheme == "fv":
+        if scheme != "fv":
+            raise ValueError(f"scheme={scheme!r} cannot serve a grid with "
+                             f"{grid.ndim_theta} theta-axes; use scheme='fv'")
+        op = SGOperatorND.from_model(model, grid, check_gibbs=check_gibbs)
+    elif scheme == "fv":
         if grid.nodes != "cells":
             raise ValueError("scheme='fv' needs a grid of cells, but this grid has spectral "
                              "nodes; use scheme='spectral' or pp.Grid(..., nodes='cells')")
         op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
     else:
         op = SpectralOperator.from_model(model, grid)
-    uniform = grid.theta_axis.uniform
+    uniform = all(a.uniform for a in grid.theta_axes)
     steps = slow_substeps(model.selection, model.mutation, model.fitness_on(grid)
                           if model.selection is not None else None, grid,
                           spectral=scheme == "spectral",
@@ -220,7 +221,8 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     if schedule.n_steps:  # build e^{Δt A} now, so that its cost is reported as set-up
         t_build = time.perf_counter()
         fast.cache[schedule.dt] = (fast.build(schedule.dt, n_steps=schedule.n_steps)
-                                   if scheme == "fv" else fast.build(schedule.dt))
+                                   if scheme == "fv" and grid.ndim_theta == 1
+                                   else fast.build(schedule.dt))
         setup["setup_seconds"] += time.perf_counter() - t_build
     writer = None
     if plan is not None:
