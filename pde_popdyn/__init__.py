@@ -13,10 +13,13 @@ from .solution import Solution
 from .gibbs import effective_fitness, gibbs, log_partition
 from .reduced import solve_reduced, steady_state
 from .solve import solve
+from .convergence import ConvergenceStudy, convergence
+from .sweep import SweepResult, sweep
 
 __version__ = "0.1.0"
 
 __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
            "GaussianJump", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
-           "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state"]
+           "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",
+           "convergence", "ConvergenceStudy", "sweep", "SweepResult"]
