@@ -24,7 +24,9 @@ times ``sol.t`` (the Solution exposes them as properties too).
       B = −D (ρ_M − ρ_1)                     (reflecting),
       B = D (ℓ/Δh) (ρ_1 − ρ_M)               (periodic h, h read on [h_lo, h_hi)),
 
-  with ρ_1, ρ_M the first and last cells (mass-normalised). For the jump and truncation rules
+  with ρ_1, ρ_M the first and last cells (mass-normalised). For ``scheme="spectral"`` runs
+  B = D Σ_i h_i (Δ_spec ρ)_i Δh with the Laplacian of the cosine/Fourier interpolant (the
+  operator that run used). For the jump and truncation rules
   d/dt E[h] = λ (E_{M[f]}[h] − E_f[h]) with M the selection map (which includes the mutation
   kernel K_σ at copies); for a Boltzmann jump without kernel, E_{M[ρ]}[h] = m_α, the
   W-weighted mean. The residual d/dt E[h] − (selection term) − B, with d/dt E[h] from the
@@ -109,9 +111,25 @@ def boundary_flux(sol) -> np.ndarray:
     rho = _rho(sol)
     D = mut.coefficient
     ax = sol.grid.h_axis
+    if sol.info.get("scheme") == "spectral":
+        # the mutation step used the continuum eigenvalues: B = D Σ h (Δ_spec ρ) Δh exactly
+        return D * (laplacian_spectral(rho, sol.grid) * sol.grid.h).sum(-1) * ax.width
     if ax.periodic:
         return D * (ax.length / ax.width) * (rho[:, 0] - rho[:, -1])
     return -D * (rho[:, -1] - rho[:, 0])
+
+
+def laplacian_spectral(rho: np.ndarray, grid) -> np.ndarray:
+    """∂²_h ρ of the cosine (Neumann) or Fourier (periodic) interpolant, along the last axis."""
+    import scipy.fft as sfft
+
+    from .reduced import continuous_eigenvalues
+    lam = continuous_eigenvalues(grid)
+    if grid.h_axis.periodic:
+        c = sfft.rfft(rho, axis=-1)
+        return sfft.irfft(-lam * c, n=grid.n_h, axis=-1)
+    c = sfft.dct(rho, type=2, axis=-1, norm="ortho")
+    return sfft.idct(-lam * c, type=2, axis=-1, norm="ortho")
 
 
 def _selection_term(sol) -> np.ndarray:

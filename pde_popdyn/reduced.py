@@ -241,7 +241,9 @@ def steady_state(model, grid: Grid, fitness: Any = None) -> SteadyState:
 
     i.e. the positive principal eigenfunction of the symmetric matrix D Δ_h + κ diag(F̄) with
     the finite-volume Neumann (or periodic) Laplacian, found by ``scipy.sparse.linalg.eigsh``
-    in shift-invert mode about σ > max κF̄ ≥ Λ₀. Normalised to unit mass. Summing the equation
+    in shift-invert mode about σ > max κF̄ ≥ Λ₀ and polished by inverse iteration on the
+    M-matrix (Λ₀ + δ)I − A, which keeps it positive even when Λ₀ and Λ₁ nearly coincide.
+    Normalised to unit mass; the eigenvalue is its Rayleigh quotient. Summing the equation
     over the cells (Σ Δ_h ρ = 0) gives Λ₀ = κ⟨F̄⟩_ρ exactly in the discrete setting.
 
     ``fitness`` is as for :func:`solve_reduced` (default F̄ by quadrature). The model's
@@ -266,14 +268,39 @@ def steady_state(model, grid: Grid, fitness: Any = None) -> SteadyState:
     vals, vecs = eigsh(A, k=k, sigma=sigma, which="LM", v0=v0, tol=0)
     order = np.argsort(vals)[::-1]
     vals, vecs = vals[order], vecs[:, order]
-    phi = vecs[:, 0] * np.sign(vecs[:, 0].sum())
-    if phi.min() < -1e-8 * phi.max():
-        raise RuntimeError(f"steady_state: the principal eigenvector is not positive (min "
-                           f"{phi.min():.3g}); the eigensolver failed to converge")
-    phi = np.maximum(phi, 0.0)
-    phi /= phi.sum() * grid.dh
     gap = float(vals[0] - vals[1]) if vals.size > 1 else float("nan")
-    return SteadyState(rho=phi, eigenvalue=float(vals[0]), gap=gap)
+    phi = _perron_polish(A, float(vals[0]), gap, np.abs(vecs[:, 0]))
+    phi /= phi.sum() * grid.dh
+    lam0 = float(phi @ (A @ phi) / (phi @ phi))
+    return SteadyState(rho=phi, eigenvalue=lam0, gap=gap)
+
+
+def _perron_polish(A: sp.spmatrix, lam0: float, gap: float, x: np.ndarray,
+                   max_iter: int = 200) -> np.ndarray:
+    """The positive (Perron) eigenvector of the symmetric Metzler matrix A by inverse iteration
+    x ← (σI − A)⁻¹ x with σ slightly above λ₀.
+
+    σI − A is then a nonsingular M-matrix, whose inverse is entrywise positive, so the iterates
+    stay positive: this removes the sign ambiguity of an eigensolver's vector when λ₀ and λ₁
+    nearly coincide (two fitness peaks with almost equal growth rates, as at the transition of
+    "survival of the flattest"). The convergence factor per step is (σ − λ₀)/(σ − λ₁).
+    """
+    from scipy.sparse.linalg import splu
+
+    n = A.shape[0]
+    scale = float(abs(A).sum(axis=0).max()) + abs(lam0)
+    delta = max(1e-12 * scale, 1e-3 * gap if np.isfinite(gap) else 0.0)
+    lu = splu((delta + lam0) * sp.identity(n, format="csc") - A.tocsc())
+    x = np.maximum(x, 0.0) + 1e-300
+    x /= np.linalg.norm(x)
+    for _ in range(max_iter):
+        y = lu.solve(x)
+        y = np.abs(y)   # exact arithmetic keeps y > 0; |·| only removes round-off signs
+        y /= np.linalg.norm(y)
+        if np.abs(y - x).max() <= 1e-15:
+            return y
+        x = y
+    return x
 
 
 # --------------------------------------------------------------------------------------------

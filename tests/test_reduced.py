@@ -248,3 +248,45 @@ def test_bad_input():
         steady_state(jump, grid)
     with pytest.raises(ValueError, match="pressure"):
         pp.BoltzmannJump(1.0, pressure=0.0)
+
+
+def _h_model(fn, D, kappa=2.0):
+    """F̄(h) = fn(h) − T/2 through L = ½(θ − h)², F = fn(h) − ½(θ − h)²."""
+    return pp.Model(loss=lambda th, h: 0.5 * (th - h) ** 2,
+                    fitness=lambda th, h: fn(h) - 0.5 * (th - h) ** 2, temperature=0.05,
+                    selection=pp.Replicator(kappa), mutation=pp.Diffusion(D) if D else None)
+
+
+def test_mean_toward_the_fittest_exponential_with_mutation_algebraic_without():
+    """Quadratic F̄ = −(h − ½)²: with D the distance to h* decays at √(2Dκg) (= the eigsh
+    gap); without mutation it decays like 1/(1 + κgv₀t)."""
+    grid = pp.Grid(theta=(-4.0, 4.5, 32), h=(-3.0, 3.5, 192))
+    fn = lambda h: -(h - 0.5) ** 2                                          # noqa: E731
+    rho0 = np.exp(-(grid.h + 1.0) ** 2 / 0.2)
+    model = _h_model(fn, 0.02)
+    sol = solve_reduced(model, grid, rho0, 20.0, 0.02, progress=False, save_every=25)
+    d = sol.distance_to_optimum
+    win = sol.t > 6
+    rate = -np.polyfit(sol.t[win], np.log(d[win]), 1)[0]
+    assert abs(rate / np.sqrt(2 * 0.02 * 2.0 * 2.0) - 1) < 0.01
+    assert abs(rate / steady_state(model, grid).gap - 1) < 1e-3
+    sol0 = solve_reduced(_h_model(fn, 0.0), grid, rho0, 200.0, 0.1, progress=False,
+                         save_every=20)
+    w = sol0.t >= 50
+    slope = np.polyfit(np.log(sol0.t[w]), np.log(sol0.distance_to_optimum[w]), 1)[0]
+    exact = np.polyfit(np.log(sol0.t[w]), np.log(1 / (1 + 2 * 2 * 0.1 * sol0.t[w])), 1)[0]
+    assert abs(slope - exact) < 1e-3 and abs(slope + 1) < 0.06
+
+
+def test_survival_of_the_flattest():
+    """A narrow high peak (H=1, w=0.05) and a broad low one (H=0.8, w=0.4): the replicator
+    keeps the high one at small D; above D_c ≈ 5e-4 the broad one holds the steady state."""
+    def fn(h):
+        return np.exp(-(h + 0.5) ** 2 / (2 * 0.05 ** 2)) + 0.8 * np.exp(-(h - 0.8) ** 2 / 0.32)
+
+    grid = pp.Grid(theta=(-3.0, 4.0, 32), h=(-2.0, 2.5, 1024))
+    broad = grid.h > 0.15
+    mass = {D: steady_state(_h_model(fn, D), grid).rho[broad].sum() * grid.dh
+            for D in (1e-5, 1e-4, 2e-3, 1e-2)}
+    assert mass[1e-5] < 1e-3 and mass[1e-4] < 1e-3
+    assert mass[2e-3] > 0.999 and mass[1e-2] > 0.99        # (wide mutation spreads it a little)
