@@ -32,10 +32,19 @@ The file is written in HDF5's single-writer/multiple-reader (SWMR) mode, whose m
 are ordered so that the file on disk is consistent at every moment, and each snapshot is
 committed in two flushes: first the data, then its entry in ``time`` (whose fill value is NaN).
 A snapshot therefore exists exactly when its time does, and a run killed at any moment (even by
-SIGKILL) leaves every snapshot written before it. Such a file still carries HDF5's "open for
+SIGKILL) leaves every snapshot committed before it. Such a file still carries HDF5's "open for
 writing" flag: :func:`load` reads it anyway (as a SWMR reader, which also works while the run
 is still going), :func:`resume` clears it, and :func:`repair` clears it for other programs. A
 ``KeyboardInterrupt`` or other exception closes the file cleanly with ``status="interrupted"``.
+
+Cost
+----
+The writer copies each state and hands it to one background thread, which compresses it with
+zlib (releasing the GIL, so it overlaps the solver's next steps when a core is free), writes
+the chunk as HDF5's deflate filter would have (``write_direct_chunk``) and commits it. At most
+``SnapshotWriter.max_pending`` = 2 snapshots are in flight, so a killed run loses at most the
+two most recent ones it had handed over; ``close``/``finish`` wait for them. The diagnostics
+are computed by :func:`density_moments` in a few passes over the array.
 
 Hooking a solver in
 -------------------
@@ -71,6 +80,9 @@ import datetime as _dt
 import json
 import os
 import socket
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -293,20 +305,104 @@ def _grid_from(attrs: dict, p: Path) -> Grid | dict | None:
 
 
 # -- writing ---------------------------------------------------------------------------------
+def _axes_of(grid: Any, kind: str) -> tuple:
+    """The grid axes a density of this kind lives on (θ-axes then h-axes; h-axes only for a
+    reduced run). Works with one axis of each kind (``theta_axis``/``h_axis``) or several."""
+    if kind == "reduced":
+        axes = getattr(grid, "h_axes", None)
+        return tuple(axes) if axes else (grid.h_axis,)
+    axes = getattr(grid, "axes", None)
+    return tuple(axes) if axes else (grid.theta_axis, grid.h_axis)
+
+
+def _coord_meta(name: str) -> tuple[str, str]:
+    if name in _COORDS:
+        return _COORDS[name]
+    for stem, what in (("theta", "parameter θ"), ("h", "hyperparameter h")):
+        if name.startswith(stem) and name[len(stem):].isdigit():
+            return f"{what}, component {name[len(stem):]} (cell centre)", "1"
+    return name.replace("_", " "), "1"
+
+
+def density_moments(fw: np.ndarray, coords: list[np.ndarray], names: list[str]) -> dict:
+    """Mass, means, variances and covariances of a density from ``fw`` = f · (cell weights)
+    on axes with centres ``coords``: mean_x = ∫ x f / ∫ f, var_x, cov_x_y (centred sums, one
+    pass per marginal). Names follow the axes: mean_theta, var_h, cov_theta_h, …"""
+    nd = fw.ndim
+    mass = float(fw.sum())
+    out: dict[str, float] = {"mass": mass}
+    mu = []
+    for k in range(nd):
+        mk = fw.sum(axis=tuple(i for i in range(nd) if i != k)) if nd > 1 else fw
+        m = float(mk @ coords[k]) / mass
+        mu.append(m)
+        out[f"mean_{names[k]}"] = m
+        out[f"var_{names[k]}"] = float(mk @ (coords[k] - m) ** 2) / mass
+    for a in range(nd):
+        for b in range(a + 1, nd):
+            others = tuple(i for i in range(nd) if i not in (a, b))
+            mab = fw.sum(axis=others) if others else fw
+            out[f"cov_{names[a]}_{names[b]}"] = \
+                float((coords[a] - mu[a]) @ mab @ (coords[b] - mu[b])) / mass
+    return out
+
+
+class _Handles:
+    """Cached low-level handles of the time-dependent datasets: appending through h5py's
+    high-level indexing costs about a millisecond per dataset, which would dominate the cost
+    of a snapshot's dozen small writes."""
+
+    def __init__(self, h5file):
+        h5py = _h5()
+        self._h5s = h5py.h5s
+        self.ds = {name: h5file[name] for name in [*_time_variables(h5file), "time"]}
+        self.gzip = {name: (ds.compression == "gzip", ds.compression_opts or 1, ds.dtype)
+                     for name, ds in self.ds.items()}
+        self._one = self._h5s.create_simple((1,))
+
+    def _extend(self, name: str, k: int):
+        dsid = self.ds[name].id
+        shape = dsid.shape
+        dsid.set_extent((k + 1, *shape[1:]))
+        return dsid
+
+    def append_scalar(self, name: str, k: int, value: Any) -> None:
+        dsid = self._extend(name, k)
+        space = dsid.get_space()
+        space.select_hyperslab((k,), (1,))
+        dsid.write(self._one, space, np.array([value], dtype=self.gzip[name][2]))
+
+    def append_block(self, name: str, k: int, arr: np.ndarray) -> None:
+        gzip, level, dtype = self.gzip[name]
+        dsid = self._extend(name, k)
+        data = np.ascontiguousarray(arr, dtype=dtype)
+        if gzip:
+            # deflate here, where zlib releases the GIL, instead of inside HDF5; the chunk is
+            # exactly what HDF5's deflate filter would have stored
+            dsid.write_direct_chunk((k,) + (0,) * data.ndim, zlib.compress(data.tobytes(), level))
+            return
+        space = dsid.get_space()
+        space.select_hyperslab((k,) + (0,) * data.ndim, (1, *data.shape))
+        dsid.write(self._h5s.create_simple((1, *data.shape)), space, data[None])
+
+
 class SnapshotWriter:
     """Writes snapshots of a run to an HDF5 file as they are produced (module docstring).
 
     Use as an ``observers`` callable ``writer(t, state)`` of :func:`~pde_popdyn.splitting.
-    integrate`, then call :meth:`finish` (or :meth:`close` on failure). Each call appends one
-    snapshot along ``time`` and makes it durable before returning.
+    integrate`, then call :meth:`finish` (or :meth:`close` on failure). Each call copies the
+    state and appends it along ``time``; the compression and the write run on a background
+    thread (``background=True``) while the solver goes on, at most two snapshots behind, and
+    every snapshot is committed (flushed) as soon as it is written. :meth:`close` waits for
+    the pending ones.
 
     Parameters
     ----------
     path:
         The file to create. An existing file is an error unless ``overwrite=True``.
     kind:
-        'joint' (state f of shape ``grid.shape``), 'reduced' (state of shape ``(n_h,)``) or
-        'ensemble' (agents' θ and h; see :meth:`write`).
+        'joint' (state f of shape ``grid.shape``), 'reduced' (state of the h-shape, e.g.
+        ``(n_h,)``) or 'ensemble' (agents' θ and h; see :meth:`write`).
     grid:
         The grid (required for 'joint' and 'reduced'; for 'ensemble' only for histograms).
     model:
@@ -314,26 +410,30 @@ class SnapshotWriter:
     attrs:
         Run settings to store as root attributes, e.g. scheme, splitting, dt, save_every.
     fitness:
-        F on the grid (joint) or F̄ on ``grid.h`` (reduced) for the ``mean_fitness`` diagnostic;
-        for a joint run it defaults to ``model.fitness_on(grid)``.
+        F on the grid (joint) or F̄ on the h-nodes (reduced) for the ``mean_fitness``
+        diagnostic; for a joint run it defaults to ``model.fitness_on(grid)``.
     compression:
-        'gzip' (level ``compression_opts``, default 1; readable everywhere), 'lzf' (faster, read
-        by h5py and hence xarray/h5netcdf) or None.
+        'gzip' (level ``compression_opts``, default 1; readable by every HDF5 tool), 'lzf'
+        (read by h5py and hence xarray/h5netcdf) or None.
     seed, rng:
         The seed and the ``numpy.random.Generator`` of a stochastic run; the generator's state
-        is stored after every snapshot.
+        at each call is stored with the snapshot.
     histogram:
         For 'ensemble' with a grid: also store the agents' histogram as ``density``.
     fsync:
         Also ``fsync`` after each snapshot (survives power loss, not only a killed process).
+    background:
+        Compress and write on a background thread (default); False writes synchronously.
     """
+
+    max_pending = 2  # snapshots handed over but not yet committed (what a kill can lose)
 
     def __init__(self, path: str | os.PathLike, *, kind: str = "joint", grid: Grid | None = None,
                  model: Any = None, attrs: dict[str, Any] | None = None,
                  fitness: np.ndarray | None = None, overwrite: bool = False,
                  compression: str | None = "gzip", compression_opts: int | None = None,
                  seed: Any = None, rng: np.random.Generator | None = None,
-                 histogram: bool = False, fsync: bool = False):
+                 histogram: bool = False, fsync: bool = False, background: bool = True):
         h5py = _h5()
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not known; use one of {KINDS}")
@@ -355,9 +455,7 @@ class SnapshotWriter:
         self._compression_opts = (compression_opts if compression_opts is not None else 1) \
             if compression == "gzip" else None
         self._fitness = self._fitness_field(kind, grid, model, fitness)
-        self._n = 0
-        self._skip_first = False
-        self._created = False
+        self._init_state(background, skip_first=False)
         if self.path.exists():  # overwrite=True was checked above
             self.path.unlink()
         self._file = h5py.File(self.path, "w", libver=_LIBVER)
@@ -367,13 +465,32 @@ class SnapshotWriter:
             self._file.close()
             raise
 
+    def _init_state(self, background: bool, skip_first: bool) -> None:
+        self._n = 0                      # committed snapshots (updated by the writing thread)
+        self._skip_first = skip_first
+        self._created = False
+        self._layout: dict[str, tuple[int, ...]] | None = None  # per-snapshot shapes
+        self._diag_names: list[str] | None = None
+        self._pending: deque = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pde_popdyn-io") \
+            if background else None
+        self._axes = _axes_of(self.grid, self.kind) if isinstance(self.grid, Grid) else ()
+        if self._axes:
+            self._names = [a.name for a in self._axes]
+            self._coords = [np.asarray(a.centres, float) for a in self._axes]
+            if self.kind == "reduced":
+                self._weights = _h_weights(self.grid)
+            else:
+                self._weights = np.asarray(self.grid.weights, float)
+
     # .. construction .........................................................................
     @staticmethod
     def _fitness_field(kind: str, grid: Grid | None, model: Any,
                        fitness: np.ndarray | None) -> np.ndarray | None:
         if fitness is not None:
             arr = np.asarray(fitness, dtype=float)
-            want = grid.shape if kind == "joint" else (grid.n_h,) if kind == "reduced" else None
+            want = grid.shape if kind == "joint" else \
+                tuple(np.shape(_h_weights(grid))) if kind == "reduced" else None
             if want is not None and arr.shape != want:
                 raise ValueError(f"fitness has shape {arr.shape}; a {kind} run needs {want}")
             return arr
@@ -417,21 +534,23 @@ class SnapshotWriter:
         t = f.create_dataset("time", shape=(0,), maxshape=(None,), chunks=(_TIME_CHUNK,),
                              dtype="f8", fillvalue=np.nan)
         self._coord(t, "time")
-        if isinstance(self.grid, Grid):
-            if self.kind != "reduced":
-                self._coord(f.create_dataset("theta", data=self.grid.theta), "theta")
-            self._coord(f.create_dataset("h", data=self.grid.h), "h")
+        axes = _axes_of(self.grid, "joint" if self.kind == "ensemble" else self.kind) \
+            if isinstance(self.grid, Grid) else ()
+        for axis in axes:
+            self._coord(f.create_dataset(axis.name, data=np.asarray(axis.centres, float)),
+                        axis.name)
         if self.kind == "reduced" and self._fitness is not None:
-            # F̄ on grid.h that selection used, so that a loaded solution has its ⟨F̄⟩
+            # F̄ on the h-nodes that selection used, so that a loaded solution has its ⟨F̄⟩
             ds = f.create_dataset("effective_fitness", data=self._fitness)
             ds.attrs["long_name"] = "fitness on h used by selection (F̄ or F̄_α)"
             ds.attrs["units"] = "1"
-            ds.dims[0].attach_scale(f["h"])
+            for i, axis in enumerate(axes):
+                ds.dims[i].attach_scale(f[axis.name])
         f.flush()
 
     @staticmethod
     def _coord(ds, name: str) -> None:
-        long_name, units = _COORDS.get(name, (name.replace("_", " "), "1"))
+        long_name, units = _coord_meta(name)
         ds.make_scale(name)
         ds.attrs["long_name"] = long_name
         ds.attrs["units"] = units
@@ -463,12 +582,14 @@ class SnapshotWriter:
         for axis, dim in enumerate(dims, start=1):
             ds.dims[axis].attach_scale(f[dim])
 
-    def _create(self, fields_: dict[str, np.ndarray], diag: dict[str, float]) -> None:
+    def _create(self, fields_: dict[str, np.ndarray], diag_names: list[str],
+                rng_width: int | None) -> None:
         """Create the time-dependent variables from the first snapshot, then enter SWMR mode
         (after which no new objects or attributes may be added)."""
         for name, arr in fields_.items():
             if name == "density":
-                dims = ["theta", "h"] if arr.ndim == 2 else ["h"]
+                dims = [a.name for a in _axes_of(
+                    self.grid, "joint" if self.kind == "ensemble" else self.kind)]
                 self._variable(name, arr.shape, dims, "f8", _DENSITY[self.kind], True)
             else:  # particle_theta / particle_h: (agent[, component])
                 axis = name.split("_", 1)[1]
@@ -479,14 +600,13 @@ class SnapshotWriter:
                     dims.append(comp)
                 self._variable(name, arr.shape, dims, arr.dtype,
                                f"agents' {'θ' if axis == 'theta' else 'h'}", True)
-        for name in diag:
+        for name in diag_names:
             self._variable(name, (), [], "f8", _DIAGNOSTICS.get(name, name.replace("_", " ")),
                            False)
-        if self.rng is not None:
-            width = max(256, 2 * len(_dumps(self.rng.bit_generator.state)))
-            self._variable("rng_state", (), [], f"S{width}",
-                           "JSON state of the random generator after this snapshot", False)
-        self._file.attrs["diagnostics"] = ",".join(diag)
+        if rng_width is not None:
+            self._variable("rng_state", (), [], f"S{rng_width}",
+                           "JSON state of the random generator at this snapshot", False)
+        self._file.attrs["diagnostics"] = ",".join(diag_names)
         self._created = True
         self._file.flush()
         self._file.swmr_mode = True
@@ -494,7 +614,7 @@ class SnapshotWriter:
     # .. writing ..............................................................................
     @property
     def n_written(self) -> int:
-        """Number of snapshots in the file."""
+        """Number of snapshots committed to the file."""
         return self._n
 
     def __call__(self, t: float, state: Any) -> None:
@@ -505,9 +625,10 @@ class SnapshotWriter:
         self.write(t, state)
 
     def _fields(self, state: Any, theta: Any, h: Any, density: Any) -> dict[str, np.ndarray]:
+        """The arrays of one snapshot, copied (the solver may reuse its buffers)."""
         if self.kind in ("joint", "reduced"):
-            f = np.asarray(state if density is None else density, dtype=float)
-            want = self.grid.shape if self.kind == "joint" else (self.grid.n_h,)
+            f = np.array(state if density is None else density, dtype=float)
+            want = tuple(np.shape(self._weights))
             if f.shape != want:
                 raise ValueError(f"a {self.kind} snapshot must have shape {want}, got {f.shape}")
             return {"density": f}
@@ -518,13 +639,13 @@ class SnapshotWriter:
                 theta, h = getattr(state, "theta"), getattr(state, "h")
         if theta is None or h is None:
             raise ValueError("an ensemble snapshot needs the agents' theta and h")
-        theta, h = np.asarray(theta), np.asarray(h)
+        theta, h = np.array(theta), np.array(h)
         if theta.shape[0] != h.shape[0] or theta.ndim > 2 or h.ndim > 2:
             raise ValueError(f"theta {theta.shape} and h {h.shape} must be (N,) or (N, d) "
                              f"arrays with the same N")
         out = {"particle_theta": theta, "particle_h": h}
         if density is not None:
-            out["density"] = np.asarray(density, dtype=float)
+            out["density"] = np.array(density, dtype=float)
         elif self.histogram:
             if theta.ndim != 1 or h.ndim != 1:
                 raise ValueError("histograms on the grid need 1-D θ and h")
@@ -534,25 +655,11 @@ class SnapshotWriter:
         return out
 
     def _diagnostics(self, fields_: dict[str, np.ndarray]) -> dict[str, float]:
-        g = self.grid
-        if self.kind == "joint":
-            f = fields_["density"]
-            mass = float(g.mass(f))
-            mean = g.mean(f)
-            cov = g.cov(f)
-            d = {"mass": mass, "mean_theta": mean[0], "mean_h": mean[1], "var_theta": cov[0, 0],
-                 "var_h": cov[1, 1], "cov_theta_h": cov[0, 1]}
+        if self.kind in ("joint", "reduced"):
+            fw = fields_["density"] * self._weights
+            d = density_moments(fw, self._coords, self._names)
             if self._fitness is not None:
-                d["mean_fitness"] = float(g.integrate(f, self._fitness)) / mass
-            return {k: float(v) for k, v in d.items()}
-        if self.kind == "reduced":
-            rho = fields_["density"]
-            w = _h_weights(g)
-            mass = float(rho @ w)
-            m = float((rho * g.h) @ w / mass)
-            d = {"mass": mass, "mean_h": m, "var_h": float((rho * (g.h - m) ** 2) @ w / mass)}
-            if self._fitness is not None:
-                d["mean_fitness"] = float((rho * self._fitness) @ w / mass)
+                d["mean_fitness"] = float((fw * self._fitness).sum()) / d["mass"]
             return d
         th, h = fields_["particle_theta"], fields_["particle_h"]
         d = {}
@@ -562,17 +669,18 @@ class SnapshotWriter:
             d["mean_h"], d["var_h"] = float(h.mean()), float(h.var())
         if th.ndim == 1 and h.ndim == 1:
             d["cov_theta_h"] = float(np.mean((th - th.mean()) * (h - h.mean())))
-        if "density" in fields_ and g is not None:
-            d["mass"] = float(g.mass(fields_["density"]))
+        if "density" in fields_ and self.grid is not None:
+            d["mass"] = float(self.grid.mass(fields_["density"]))
         return d
 
     def write(self, t: float, state: Any = None, *, theta: Any = None, h: Any = None,
               density: Any = None, diagnostics: dict[str, float] | None = None) -> None:
-        """Append the snapshot at time ``t`` and make it durable.
+        """Append the snapshot at time ``t``.
 
         ``state`` is the density (joint/reduced) or an ensemble (``.theta``, ``.h``, or a
         tuple); ``theta``/``h``/``density`` may be given instead. ``diagnostics`` adds scalar
-        time series; the set of names is fixed by the first snapshot.
+        time series; the set of names is fixed by the first snapshot. Bad input raises here;
+        an error of the background write is raised by the next call or by :meth:`close`.
         """
         if self._file is None:
             raise ValueError(f"the snapshot writer for {self.path} is closed")
@@ -582,52 +690,85 @@ class SnapshotWriter:
         fields_ = self._fields(state, theta, h, density)
         diag = self._diagnostics(fields_)
         diag.update({k: float(v) for k, v in (diagnostics or {}).items()})
-        if not self._created:
-            self._create(fields_, diag)
+        rng_state = _dumps(self.rng.bit_generator.state) if self.rng is not None else None
+        layout = {k: v.shape for k, v in fields_.items()}
+        rng_width = None
+        if self._layout is None:  # the first snapshot fixes the layout
+            self._layout, self._diag_names = layout, list(diag)
+            if rng_state is not None:
+                rng_width = max(256, 2 * len(rng_state))
+        else:
+            if layout != self._layout:
+                raise ValueError(f"snapshot arrays {layout} differ from the file's "
+                                 f"{self._layout}")
+            unknown = set(diag) - set(self._diag_names)
+            if unknown:
+                raise ValueError(f"diagnostics {sorted(unknown)} were not in the first "
+                                 f"snapshot ({self._diag_names}); the set of diagnostics is "
+                                 f"fixed when the file starts")
+        job = (t, fields_, diag, rng_state, rng_width)
+        if self._pool is None:
+            self._commit(*job)
+            return
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()  # surfaces an error of the writing thread
+        self._pending.append(self._pool.submit(self._commit, *job))
+        while len(self._pending) > self.max_pending:
+            self._pending.popleft().result()
+
+    def _commit(self, t: float, fields_: dict[str, np.ndarray], diag: dict[str, float],
+                rng_state: str | None, rng_width: int | None) -> None:
+        """Write one snapshot and commit it: data, flush, then its time, flush."""
         f = self._file
-        known = [n for n in str(f.attrs["diagnostics"]).split(",") if n]
-        unknown = set(diag) - set(known)
-        if unknown:
-            raise ValueError(f"diagnostics {sorted(unknown)} were not in the first snapshot "
-                             f"({known}); the set of diagnostics is fixed when the file starts")
+        if not self._created:
+            self._create(fields_, self._diag_names or [], rng_width)
+        if not hasattr(self, "_handles"):
+            self._handles = _Handles(f)
+        hd = self._handles
         k = self._n
         for name, arr in fields_.items():
-            ds = f[name]
-            if ds.shape[1:] != arr.shape:
-                raise ValueError(f"{name} has shape {arr.shape}, but the file holds "
-                                 f"{ds.shape[1:]} per snapshot")
-            ds.resize(k + 1, axis=0)
-            ds[k] = arr
-        for name in known:
-            ds = f[name]
-            ds.resize(k + 1, axis=0)
-            ds[k] = diag.get(name, np.nan)
-        if self.rng is not None and "rng_state" in f:
-            ds = f["rng_state"]
-            ds.resize(k + 1, axis=0)
-            ds[k] = np.bytes_(_dumps(self.rng.bit_generator.state))
+            hd.append_block(name, k, arr)
+        for name in self._diag_names or []:
+            hd.append_scalar(name, k, diag.get(name, np.nan))
+        if rng_state is not None and "rng_state" in f:
+            hd.append_scalar("rng_state", k, np.bytes_(rng_state))
         f.flush()  # the data first ...
-        tds = f["time"]
-        tds.resize(k + 1, axis=0)
-        tds[k] = t
+        hd.append_scalar("time", k, t)
         f.flush()  # ... then its time, which commits the snapshot
         if self.fsync:
             os.fsync(f.id.get_vfd_handle())
         self._n = k + 1
 
     # .. closing ..............................................................................
+    def _drain(self) -> BaseException | None:
+        """Wait for the pending writes; the first error, if any."""
+        error = None
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except BaseException as exc:  # noqa: BLE001 - reported by close()
+                error = error or exc
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        return error
+
     def _truncate(self) -> None:
-        """Drop a partly written snapshot (an exception inside :meth:`write`)."""
+        """Drop a partly written snapshot (a failure inside a write)."""
         f = self._file
         for name in [*_time_variables(f), "time"]:
             if f[name].shape[0] != self._n:
                 f[name].resize(self._n, axis=0)
 
     def close(self, status: str = "interrupted", **attrs: Any) -> None:
-        """Close the file, recording ``status`` and ``attrs``; idempotent."""
+        """Wait for pending snapshots, then close the file recording ``status`` and ``attrs``
+        (status "failed" if a write failed, whose error is then raised); idempotent."""
         if self._file is None:
             return
         h5py = _h5()
+        error = self._drain()
+        if error is not None:
+            status = "failed"
         try:
             if self._created:
                 self._truncate()
@@ -647,6 +788,8 @@ class SnapshotWriter:
                 else:
                     f.attrs[k] = _attr_value(v)
             f.attrs["json_attributes"] = ",".join(dict.fromkeys(json_names))
+        if error is not None:
+            raise error
 
     def finish(self, **attrs: Any) -> None:
         """Close the file after a complete run (``status="complete"``)."""
@@ -665,7 +808,8 @@ class SnapshotWriter:
     @classmethod
     def append(cls, path: str | os.PathLike, *, skip_first: bool = True,
                rng: np.random.Generator | None = None, fsync: bool = False,
-               model: Any = None, fitness: np.ndarray | None = None) -> "SnapshotWriter":
+               model: Any = None, fitness: np.ndarray | None = None,
+               background: bool = True) -> "SnapshotWriter":
         """Reopen a clean snapshot file to append snapshots (used by resuming).
 
         With ``skip_first`` the first observed state, which is the file's last snapshot that
@@ -673,7 +817,7 @@ class SnapshotWriter:
         """
         h5py = _h5()
         p = Path(path)
-        with _reader(p) as (hf, attrs, clean):
+        with _reader(p) as (_, attrs, clean):
             if not clean:
                 raise SnapshotFileError(f"{p} was not closed by its writer; call "
                                         f"pp.io.repair({str(p)!r}) first")
@@ -683,9 +827,10 @@ class SnapshotWriter:
         self.grid = _grid_from(attrs, p)
         self.rng = rng
         self.fsync = fsync
-        self._skip_first = skip_first
         self._compression, self._compression_opts = None, None
-        self.histogram = False
+        self._fitness = self._fitness_field(self.kind, self.grid, model, fitness) \
+            if isinstance(self.grid, Grid) else None
+        self._init_state(background, skip_first)
         try:
             self._file = h5py.File(p, "r+", libver=_LIBVER)
         except OSError as exc:
@@ -695,10 +840,11 @@ class SnapshotWriter:
         self._n = _committed(f)
         self._created = "diagnostics" in f.attrs
         self.histogram = self.kind == "ensemble" and "density" in f
-        self._fitness = self._fitness_field(self.kind, self.grid, model, fitness) \
-            if isinstance(self.grid, Grid) else None
         if self._created:
             self._truncate()
+            self._layout = {name: f[name].shape[1:] for name in _time_variables(f)
+                            if name in ("density", "particle_theta", "particle_h")}
+            self._diag_names = [n for n in str(f.attrs["diagnostics"]).split(",") if n]
         f.attrs["status"] = "running"
         f.attrs["writer_host"] = socket.gethostname()
         f.attrs["writer_pid"] = os.getpid()

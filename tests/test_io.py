@@ -265,9 +265,14 @@ def test_existing_file_is_never_overwritten_without_overwrite(tmp_path):
 def test_write_solution_and_reduced_files(tmp_path):
     xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
-    sol, _, grid = preset_run(None)
+    sol, prob, grid = preset_run(None)
     path = write_solution(sol, tmp_path / "sol.h5")
     assert np.array_equal(pp.load(path).f, sol.f)
+    # a solution of the reduced solver keeps its kind and its fitness F̄ on grid.h
+    red = pp.solve_reduced(prob.model(), grid, sol.rho[0], 0.5, DT, progress=False)
+    back = pp.load(write_solution(red, tmp_path / "solve_reduced.h5"))
+    assert back.kind == "reduced" and np.array_equal(back.f, red.f)
+    assert np.array_equal(back.mean_fitness, red.mean_fitness)
     # a reduced run: ρ(t, h) with dims (time, h)
     rho = sol.rho
     red = tmp_path / "reduced.h5"
@@ -311,3 +316,24 @@ def test_ensemble_positions_histograms_and_rng_state(tmp_path):
         assert ds["particle_theta"].dims == ("time", "agent")
         assert ds["density"].dims == ("time", "theta", "h")
         np.testing.assert_allclose(ds["mean_h"].values, [h.mean() for h in hs], rtol=1e-12)
+
+
+def test_several_axes_get_one_dimension_each(tmp_path):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    grid = pp.Grid(theta=[(-2, 2, 8), (-2, 2, 6)], h=(0, 1, 5))
+    rng = np.random.default_rng(0)
+    states = rng.random((3, *grid.shape))
+    path = tmp_path / "multi.h5"
+    with SnapshotWriter(path, grid=grid) as w:
+        for k, f in enumerate(states):
+            w(0.5 * k, f)
+    back = pp.load(path)
+    assert back.grid == grid and np.array_equal(back.f, states)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert ds["density"].dims == ("time", "theta1", "theta2", "h")
+        assert np.array_equal(ds["theta2"].values, grid.theta[1])
+        np.testing.assert_allclose(ds["mean_theta2"].values, grid.mean(states)[:, 1],
+                                   rtol=0, atol=1e-14)
+        np.testing.assert_allclose(ds["cov_theta1_h"].values, grid.cov(states)[:, 0, 2],
+                                   rtol=0, atol=1e-14)
