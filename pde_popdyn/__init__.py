@@ -15,6 +15,8 @@ from .reduced import solve_reduced, steady_state
 from .solve import solve
 from .convergence import ConvergenceStudy, convergence
 from .sweep import SweepResult, sweep
+from .particles import Ensemble, simulate_particles
+from .compare import compare
 
 __version__ = "0.1.0"
 
@@ -22,4 +24,5 @@ __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffus
            "GaussianJump", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",
-           "convergence", "ConvergenceStudy", "sweep", "SweepResult"]
+           "convergence", "ConvergenceStudy", "sweep", "SweepResult",
+           "simulate_particles", "Ensemble", "compare"]
