@@ -29,9 +29,7 @@ from scipy.sparse.linalg import eigsh
 from ._validate import _short, density_array, field_on_grid
 from .gibbs import effective_fitness
 from .grid import Grid
-from .model import BoltzmannJump, Diffusion, GaussianJump, Replicator, Truncation
-from .slow.mutation import DiffusionStep
-from .slow.selection import JumpStep
+from .model import BoltzmannJump, Diffusion, Replicator, Truncation
 from .solution import Solution
 from .solve import _check_common, _check_save_every, slow_substeps
 from .splitting import SPLITTINGS, Schedule, compose, integrate
@@ -105,43 +103,12 @@ def continuous_eigenvalues(grid: Grid) -> np.ndarray:
     return (np.pi * np.arange(ax.cells) / ax.length) ** 2
 
 
-def _spectral(steps: list, grid: Grid, mutation) -> list:
-    """Switch every DCT/FFT mutation operator in ``steps`` to the continuous eigenvalues.
-
-    The sub-steps are the joint solver's own; only the symbol of ∂²_h changes, from the
-    finite-volume 2(1 − cos(kπ/M))/Δh² to (kπ/ℓ)². The step then evolves the cosine
-    interpolant of the point values exactly (spectral accuracy for smooth data). Its matrix is
-    no longer non-negative: the DiffusionStep still clips negative values and restores the
-    mass, which for smooth data changes the solution only at the level of the (spectrally
-    small) aliasing error, so the convergence rate is unaffected.
-    """
-    lam = continuous_eigenvalues(grid)
-    for s in steps:
-        if isinstance(s, DiffusionStep):
-            s.lam = lam
-            s._cache.clear()
-        if isinstance(s, JumpStep) and getattr(s.mapping, "kernel", None) is not None \
-                and isinstance(mutation, GaussianJump):
-            jump = DiffusionStep(1.0, grid.n_h, grid.dh, axis=-1,
-                                 periodic=grid.h_axis.periodic)
-            jump.lam = lam
-            half_var = 0.5 * mutation.std ** 2    # K_σ is the heat kernel at time σ²/2
-
-            def kernel(g: np.ndarray, jump=jump, half_var=half_var) -> np.ndarray:
-                return jump(g, half_var)
-            s.mapping.kernel = kernel
-    return steps
-
-
 def reduced_substeps(model, grid: Grid, fitness: np.ndarray | None, scheme: str = "fv") -> list:
     """Selection and mutation sub-steps of the reduced equation acting on ρ of shape (n_h,)."""
     sel = model.selection
     if isinstance(sel, (BoltzmannJump, Truncation)) and sel.copy == "h":
         sel = dataclasses.replace(sel, copy="both")     # the same reduced equation
-    steps = slow_substeps(sel, model.mutation, fitness, grid)
-    if scheme == "spectral":
-        steps = _spectral(steps, grid, model.mutation)
-    return steps
+    return slow_substeps(sel, model.mutation, fitness, grid, spectral=scheme == "spectral")
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +142,7 @@ def solve_reduced(model, grid: Grid, rho0: Any, t_final: float, dt: float,
         'fv': ∂²_h is the finite-volume Laplacian (eigenvalues 2(1 − cos(kπ/M))/Δh²); the
         mutation step is positive and the scheme second order in Δh. 'spectral': ∂²_h has the
         continuous eigenvalues (kπ/ℓ)², spectrally accurate for smooth data; positivity is then
-        not exact (see :func:`continuous_eigenvalues` and the note in ``_spectral``).
+        exact only up to that accuracy (negative undershoots are clipped, mass restored).
     save_every, progress:
         As for :func:`pde_popdyn.solve`.
 

@@ -95,10 +95,10 @@ def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid, *
     elif isinstance(selection, Truncation) and selection.rate > 0:
         steps.append(JumpStep(TruncationMap(fitness, selection.fraction, selection.copy, kernel,
                                             h_ndim=hd), selection.rate))
-    if weights is not None and steps:
-        steps[0] = MassStep(steps[0], weights)
     if isinstance(mutation, Diffusion) and mutation.coefficient > 0:
         steps.append(h_diffusion(mutation.coefficient, grid, spectral=spectral))
+    if weights is not None:
+        steps = [MassStep(s, weights) for s in steps]
     return steps
 
 

@@ -45,8 +45,8 @@ class DiffusionStep:
     ``spectral=False`` (default) uses the finite-volume eigenvalues: the step is the exact
     solution of the semi-discrete equation, positive and second order in Δh.
     ``spectral=True`` uses the continuum eigenvalues (kπ/ℓ)²: the step is the exact heat flow
-    of the cosine (or Fourier) interpolant, spectrally accurate for smooth data, and positive
-    only up to that accuracy (no clipping is done then).
+    of the cosine (or Fourier) interpolant, spectrally accurate for smooth data; its matrix is
+    not non-negative, and the (spectrally small) negative undershoot is clipped too.
     """
 
     def __init__(self, coefficient: float, cells: int, width: float, axis: int = -1,
@@ -85,7 +85,7 @@ class DiffusionStep:
             c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
             c *= self._factor(tau, c.ndim)
             g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
-        if self.spectral:
-            return g
+        # clip the round-off (FV) or the spectrally small undershoot (spectral) and restore
+        # the mass; for smooth data this leaves the spectral convergence rate intact
         np.maximum(g, 0.0, out=g)
         return g * (mass / g.sum())
