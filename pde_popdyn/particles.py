@@ -223,6 +223,28 @@ class Ensemble:
         k = int(np.argmin(np.abs(self.t - t)))
         return self.theta[k], self.h[k]
 
+    @classmethod
+    def from_snapshots(cls, t: Any, theta: Any, h: Any, grid: Grid | None = None,
+                       model: Model | None = None, density: Any = None,
+                       diagnostics: dict | None = None, info: dict | None = None
+                       ) -> "Ensemble":
+        """Rebuild an Ensemble from stored snapshots (as :func:`pde_popdyn.load` reads them):
+        positions over time, and ``info["rng_state"]`` (the bit generator's state after the
+        last snapshot) so that :meth:`continue_to` resumes the same random stream."""
+        if theta is None or h is None:
+            raise ValueError("these snapshots hold no particle positions (only histograms); "
+                             "an Ensemble needs theta and h")
+        info = dict(info or {})
+        state: dict[str, Any] = {}
+        rng_state = info.get("rng_state")
+        if isinstance(rng_state, dict):
+            state["rng"] = rng_state
+        if diagnostics:
+            info.setdefault("stored_diagnostics", sorted(diagnostics))
+        return cls(t=np.asarray(t, dtype=float), theta=np.asarray(theta, dtype=float),
+                   h=np.asarray(h, dtype=float), model=model, grid=grid, info=info,
+                   state=state)
+
     # -- continuation --------------------------------------------------------------------
     def continue_to(self, t_final: float, *, save_every: int | None = None,
                     progress: bool | None = None, join: bool = True) -> "Ensemble":

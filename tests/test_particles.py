@@ -504,3 +504,17 @@ def test_pbt_logistic_example_runs_and_tracks_the_reduced_equation():
     # the reduced equation fed by the estimated F̂ follows the population's h-density
     assert np.all(np.abs(r["mean_h_agents"] - r["mean_h_reduced"]) < 6 * r["se_mean_h"] + 0.05)
     assert np.all(r["w1_h"] < 0.3)
+
+
+def test_from_snapshots_resumes_the_stream():
+    model = quadratic_model(GP)
+    n = 500
+    init = gaussian_agents(GP, n, 30)
+    full = simulate_particles(model, n, init, 0.4, 0.05, seed=31, save_every=4)
+    first = simulate_particles(model, n, init, 0.2, 0.05, seed=31, save_every=4)
+    stored = Ensemble.from_snapshots(t=first.t, theta=first.theta, h=first.h, model=model,
+                                     info={**first.info, "rng_state": first.state["rng"]})
+    cont = simulate_particles(model, n, stored, 0.4, 0.05, save_every=4)
+    np.testing.assert_array_equal(cont.h[-1], full.h[-1])
+    with pytest.raises(ValueError, match="no particle positions"):
+        Ensemble.from_snapshots(t=first.t, theta=None, h=None)
