@@ -130,6 +130,29 @@ def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
     return steps, {"operator": op, "fast": fast, "setup_seconds": time.perf_counter() - t0}
 
 
+def _unsplit(model: Model, grid: Grid, schedule: Schedule, scheme: str,
+             check_gibbs: bool):
+    """The unsplit exact integrator (:mod:`pde_popdyn.unsplit`) and its set-up info."""
+    from .unsplit import UnsplitStep
+    t0 = time.perf_counter()
+    sel, mut = model.selection, model.mutation
+    if sel is not None and not isinstance(sel, Replicator) or \
+            mut is not None and not isinstance(mut, Diffusion):
+        raise ValueError("splitting='exact' integrates the linearised replicator equation: it "
+                         "needs selection=pp.Replicator (or None) and mutation=pp.Diffusion (or "
+                         "None); use splitting='strang' for jump and truncation rules")
+    if scheme != "fv" or grid.ndim_theta != 1:
+        raise ValueError("splitting='exact' needs scheme='fv' and one theta-axis; use "
+                         "splitting='strang'")
+    op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+    step = UnsplitStep(op, grid, model.fitness_on(grid) if sel is not None else None,
+                       sel.rate if sel is not None else 0.0,
+                       mut.coefficient if mut is not None else 0.0)
+    step.check_budget(schedule.n_steps * schedule.dt)
+    return step, {"fast": PropagatorStep(op.propagator),
+                  "setup_seconds": time.perf_counter() - t0}
+
+
 def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
           splitting: str = "strang", scheme: str = "fv", save_every: int | None = None,
           progress: bool | None = None, check_gibbs: bool = True,
@@ -153,7 +176,11 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         Final time (≥ 0) and time step (> 0). The step is shortened slightly if needed so that
         a whole number of steps reaches ``t_final``. Any Δt/ε is allowed.
     splitting:
-        'strang' (second order, default) or 'lie' (first order).
+        'strang' (second order, default) or 'lie' (first order) splitting of the fast and slow
+        parts; or 'exact': no splitting, the linearised replicator–mutator equation is
+        integrated exactly by uniformisation (:mod:`pde_popdyn.unsplit`), so Δt only sets the
+        save times. 'exact' is the fastest choice for moderate ε (replicator selection and
+        diffusive mutation only); its cost grows like t/ε, so it refuses very stiff runs.
     scheme:
         'fv' (default): Scharfetter–Gummel finite volumes in θ, exact finite-volume mutation
         by DCT/FFT in h; positive, mass-exact, Gibbs-exact.
@@ -203,9 +230,9 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     t_final, dt = _check_common(model, grid, t_final, dt)
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is not known; use one of {SCHEMES}")
-    if splitting not in SPLITTINGS:
+    if splitting not in SPLITTINGS + ("exact",):
         raise ValueError(f"splitting={splitting!r} is not known; use 'strang' (order 2, "
-                         f"default) or 'lie' (order 1)")
+                         f"default), 'lie' (order 1) or 'exact' (no splitting)")
     save_every = _check_save_every(save_every)
     if plan is None:
         f = density_array("f0", f0, grid.shape)
@@ -216,9 +243,14 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     else:  # not renormalised: the resumed run repeats the uninterrupted run's arithmetic
         f = plan.last
         schedule = plan.schedule
-    steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs, scheme=scheme)
-    fast = setup["fast"]
-    if schedule.n_steps:  # build e^{Δt A} now, so that its cost is reported as set-up
+    if splitting == "exact":
+        stepper, setup = _unsplit(model, grid, schedule, scheme, check_gibbs)
+        fast = setup["fast"]
+    else:
+        steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs, scheme=scheme)
+        fast = setup["fast"]
+        stepper = compose(steps, splitting)
+    if schedule.n_steps and splitting != "exact":  # build e^{Δt A} now: it is set-up cost
         t_build = time.perf_counter()
         fast.cache[schedule.dt] = (fast.build(schedule.dt, n_steps=schedule.n_steps)
                                    if scheme == "fv" and grid.ndim_theta == 1
@@ -232,7 +264,6 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
                                 overwrite=overwrite,
                                 attrs={"scheme": scheme, "splitting": splitting,
                                        "dt": schedule.dt, "save_every": schedule.save_every})
-    stepper = compose(steps, splitting)
     t_start = time.perf_counter()
     try:
         t, fs = integrate(stepper, f, schedule, progress=progress,
@@ -245,7 +276,8 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     info = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
             "n_steps": schedule.n_steps, "save_every": schedule.save_every,
             "setup_seconds": setup["setup_seconds"], "run_seconds": run_seconds,
-            "fast_step": {f"{tau:g}": p.summary for tau, p in fast.cache.items()}}
+            "fast_step": ({"exact": stepper.summary} if splitting == "exact" else
+                          {f"{tau:g}": p.summary for tau, p in fast.cache.items()})}
     if writer is not None:
         writer.finish(run_seconds=run_seconds, t_final=float(t[-1]),
                       n_steps=int(round(float(t[-1]) / schedule.dt)))
