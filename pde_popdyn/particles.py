@@ -63,7 +63,9 @@ Selection schemes, each vectorised over agents (no Python loop over agents):
   all agents updating simultaneously from the pre-sub-step state; so agent i copies at rate
   (κ/N)Σ_j (F_j − F_i)^+ and the mean-field limit is ∂_t f = κ (F − ⟨F⟩) f + O(τ_s). The
   step τ is split into n_s = ⌈κτ(F_max − F_min)⌉ sub-steps, so that every probability is
-  ≤ 1; the fitness values are carried along with the copies inside a step.
+  ≤ 1; the fitness values are carried along with the copies inside a step. Its mean-field map
+  is the Euler step f + κτ_s(F − ⟨F⟩)f, so this scheme is first order in Δt (the resampling
+  scheme is exact in Δt), and it is noisier: each copy is a single random pairing.
 * ``BoltzmannJump(λ, α, copy)``: each agent jumps with probability 1 − e^{−λτ} and copies a
   donor drawn with probability ∝ e^{αF_j}; ``copy="h"`` keeps the jumper's θ. With
   ``jump_order=2`` (default) the step is the particle version of the exponential midpoint
@@ -630,7 +632,12 @@ class _Simulator:
     def inst_fitness(self, P: _Population) -> np.ndarray:
         F = np.asarray(self.model.fitness(P.theta, P.h), dtype=float)
         if F.shape != (self.n,):
-            F = np.broadcast_to(F, (self.n,)).copy()
+            try:
+                F = np.broadcast_to(F, (self.n,)).copy()
+            except ValueError:
+                raise ValueError(f"fitness returned shape {F.shape}; for particles it is called "
+                                 f"with θ of shape {P.theta.shape} and h of shape "
+                                 f"({self.n},) and must return shape ({self.n},)") from None
         return F
 
     def init_window(self, P: _Population) -> None:
@@ -659,6 +666,8 @@ class _Simulator:
             P.wsum += F - P.wbuf[row]
             P.wbuf[row] = F
             self.wpos += 1
+            if row == P.wbuf.shape[0] - 1:       # once per window: no drift of the running sum
+                P.wsum = P.wbuf.sum(axis=0)
 
     def reset_window(self, P: _Population, idx: np.ndarray) -> None:
         """Agents that took new hyperparameters with their own θ start a fresh memory."""
@@ -1142,6 +1151,10 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         else:
             raise ValueError(f"gradient={gradient!r} is not known; use None, 'central' or a "
                              f"callable gradient(theta, h, rng)")
+        if fast == "mala" and not noise:
+            raise ValueError("fast='mala' is a Metropolis-adjusted Langevin step and needs its "
+                             "noise; noise=False is for plain (stochastic) gradient descent "
+                             "with fast='euler'")
     if check:
         _check_declarations(model, theta, h, grad_source if fast != "ou" else None)
     for name in ("temperature", "mobility"):

@@ -457,6 +457,12 @@ def test_bad_input_raises_clear_errors():
         simulate_particles(_model(), 10, init, 1.0, 0.1)
     # ... works with the documented fallback
     simulate_particles(_model(), 10, init, 0.2, 0.1, gradient="central", seed=0)
+    with pytest.raises(ValueError, match="needs its noise"):
+        simulate_particles(m, 10, init, 1.0, 0.1, fast="mala", noise=False)
+    with pytest.raises(ValueError, match="must return shape"):
+        simulate_particles(pp.Model(lambda th, h: th ** 2, lambda th, h: np.zeros((3, 4)),
+                                    selection=pp.Replicator(1.0), quadratic=(2.0, 0.0)),
+                           10, init, 1.0, 0.1)
     with pytest.raises(ValueError, match="fast='ou' needs a quadratic loss"):
         simulate_particles(m, 10, init, 1.0, 0.1, fast="ou")
     with pytest.raises(ValueError, match="disagrees with the loss"):
