@@ -524,3 +524,20 @@ def test_from_snapshots_resumes_the_stream():
     np.testing.assert_array_equal(cont.h[-1], full.h[-1])
     with pytest.raises(ValueError, match="no particle positions"):
         Ensemble.from_snapshots(t=first.t, theta=None, h=None)
+
+
+def test_effective_fitness_from_the_gibbs_module():
+    """Without a callable, fitness_mode='effective' takes F̄ by quadrature on the grid."""
+    from pde_popdyn.particles import _resolve_effective
+
+    grid = pp.Grid(theta=(-4, 4, 64), h=(-2, 2, 32))
+    model = quadratic_model(GP)
+    fbar, desc = _resolve_effective(model, None, grid)
+    assert "gibbs" in desc
+    np.testing.assert_allclose(fbar(grid.h), GP.effective_fitness(grid.h), atol=1e-9)
+    mid = 0.5 * (grid.h[3] + grid.h[4])            # linear interpolation between nodes
+    assert fbar(np.array([mid]))[0] == pytest.approx(
+        0.5 * (GP.effective_fitness(grid.h[3]) + GP.effective_fitness(grid.h[4])), abs=1e-9)
+    ens = simulate_particles(model, 200, pp.gaussian(grid, (-0.5, -1.0), [0.04, 0.04]), 0.1,
+                             0.05, grid=grid, fitness_mode="effective", seed=0)
+    assert "gibbs" in ens.info["effective_fitness"]
