@@ -128,6 +128,10 @@ class Ensemble:
     info: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     _options: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: what a snapshot file stored beside the positions (:func:`pde_popdyn.load`): the scalar
+    #: diagnostics written along time and the histogram densities on the grid, if any
+    stored_diagnostics: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    stored_density: np.ndarray | None = field(default=None, repr=False)
 
     # -- shapes --------------------------------------------------------------------------
     @property
@@ -245,11 +249,11 @@ class Ensemble:
         rng_state = info.get("rng_state")
         if isinstance(rng_state, dict):
             state["rng"] = rng_state
-        if diagnostics:
-            info.setdefault("stored_diagnostics", sorted(diagnostics))
         return cls(t=np.asarray(t, dtype=float), theta=np.asarray(theta, dtype=float),
                    h=np.asarray(h, dtype=float), model=model, grid=grid, info=info,
-                   state=state)
+                   state=state,
+                   stored_diagnostics={k: np.asarray(v) for k, v in (diagnostics or {}).items()},
+                   stored_density=None if density is None else np.asarray(density))
 
     # -- continuation --------------------------------------------------------------------
     def continue_to(self, t_final: float, *, save_every: int | None = None,

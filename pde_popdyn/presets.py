@@ -57,7 +57,8 @@ class GaussianProblem:
                       mobility=self.mobility,
                       selection=Replicator(self.kappa) if self.kappa > 0 else None,
                       mutation=Diffusion(self.D) if self.D > 0 else None,
-                      name="gaussian")
+                      loss_grad=lambda theta, h: K * (theta - a * h - b),
+                      quadratic=(K, lambda h: a * h + b), name="gaussian")
         # lets a snapshot file rebuild the model: build(**model.preset) gives it back
         model.preset = {"name": self.preset_name, "params": self.to_dict()}
         return model
