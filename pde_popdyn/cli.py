@@ -7,6 +7,7 @@
     pde-popdyn plot FILE [--out DIR]                                  figures from a snapshot file
     pde-popdyn info FILE                                              summarise a snapshot file
     pde-popdyn presets [--verbose]                                    list the built-in models
+    pde-popdyn bench [NAME ...] [--quick] [--out DIR] [--list]        benchmarks (from a checkout)
 
 Without a command (or with only options) it runs the built-in example. A config is TOML::
 
@@ -325,6 +326,30 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(argv: list[str]) -> int:
+    """``pde-popdyn bench ...`` = ``python -m benchmarks ...`` (same arguments and exit status).
+
+    The benchmarks live in the repository's ``benchmarks/`` package, which is not installed
+    with pde_popdyn, so this works from a checkout (an editable install) only.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__init__.py").is_file():
+        print("pde-popdyn bench: error: the benchmarks are not part of the installed package; "
+              "run this from a checkout of the pde_popdyn repository installed with "
+              "'pip install -e .', or run 'python -m benchmarks' from the repository root",
+              file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import benchmarks
+    if Path(benchmarks.__file__).resolve().parent != root / "benchmarks":
+        print(f"pde-popdyn bench: error: 'import benchmarks' found {benchmarks.__file__}, not "
+              f"the repository's {root / 'benchmarks'}; run 'python -m benchmarks' from the "
+              f"repository root", file=sys.stderr)
+        return 2
+    return int(benchmarks.main(argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pde-popdyn",
@@ -390,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--verbose", "-v", action="store_true",
                     help="also list each preset's parameters and defaults")
     ps.set_defaults(func=_presets)
+
+    # parsed by benchmarks.main (see main below); registered here for the command list
+    sub.add_parser("bench", add_help=False,
+                   help="run the benchmark studies (python -m benchmarks; from a checkout)")
     return p
 
 
@@ -398,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run", *argv]
+    if argv[0] == "bench":
+        return _bench(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)
