@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
+from ._kernels import uniformised_series
+
 _TAIL = 1e-17
 _MAX_DECAY = 50.0           # κ (F_max − F_min) τ per sub-step: no underflow of the series
 
@@ -96,6 +98,12 @@ class UnsplitStep:
         self.pdw = (op.down_wrap / c).reshape(hs)
         self.ph = [r / c for r in self.h_rates]
         self._hs = self._h_slices()
+        # one θ-axis and one h-axis: the fused, compiled series of pde_popdyn._kernels
+        self._compiled = len(hs) == 1
+        if self._compiled:
+            self.stay, self.pu, self.pd = (np.ascontiguousarray(a) for a in
+                                           (self.stay, self.pu, self.pd))
+            self.puw, self.pdw = np.ascontiguousarray(self.puw), np.ascontiguousarray(self.pdw)
         self.max_sweeps = float(max_sweeps)
         self._weights: dict[float, np.ndarray] = {}
         self.sweeps = 0
@@ -150,6 +158,13 @@ class UnsplitStep:
         w = self._weights.get(tau)
         if w is None:
             w = self._weights[tau] = poisson_weights(self.c * tau)
+        if self._compiled:
+            acc = w[0] * f
+            uniformised_series(f, self.stay, self.pu, self.pd, self.puw, self.pdw,
+                               self.ph[0], self.periodic_theta, self.grid.h_axes[0].periodic,
+                               w, acc)
+            self.sweeps += w.size - 1
+            return acc * ((f * self.grid.weights).sum() / (acc * self.grid.weights).sum())
         x = np.array(f, dtype=float)
         y = np.empty_like(x)
         tmp = np.empty_like(x)
