@@ -30,6 +30,7 @@ from ._validate import _short, density_array, field_on_grid
 from .gibbs import effective_fitness
 from .grid import Grid
 from .model import BoltzmannJump, Diffusion, Replicator, Truncation
+from .slow.mutation import spectral_eigenvalues
 from .solution import Solution
 from .solve import _check_common, _check_save_every, slow_substeps
 from .splitting import SPLITTINGS, Schedule, compose, integrate
@@ -97,10 +98,7 @@ def continuous_eigenvalues(grid: Grid) -> np.ndarray:
     """Eigenvalues of −∂²_h on the h-box in the order of the DCT-II (Neumann: (kπ/ℓ)²,
     k = 0..M−1) or of the real FFT (periodic: (2πk/ℓ)², k = 0..M/2)."""
     ax = grid.h_axis
-    if ax.periodic:
-        k = np.arange(ax.cells // 2 + 1)
-        return (2 * np.pi * k / ax.length) ** 2
-    return (np.pi * np.arange(ax.cells) / ax.length) ** 2
+    return spectral_eigenvalues(ax.cells, ax.width, ax.periodic)
 
 
 def reduced_substeps(model, grid: Grid, fitness: np.ndarray | None, scheme: str = "fv") -> list:
