@@ -23,8 +23,7 @@ Initial data are well prepared, f₀ = ρ₀ π_h, so there is no initial layer.
 
 The fast step is the joint solver's own exact propagator e^{ΔtA}, built densely once per Δt
 (``SGOperator.propagator(Δt, dense_above=0)``; identical to ``pp.solve`` to round-off, which
-the study checks once) and driven by the solver's own ``joint_substeps``/``compose``/
-``integrate``.
+the study checks once) and driven by the solver's own :class:`~pde_popdyn.equations.JointSystem` and run loop.
 
 Problems: the Gaussian README-type problem (quadratic L = ½(θ − h)², F = −(θ − ½)², T = 0.05)
 and a tilted double well L = (θ² − 1)²/4 − 0.4 h θ at T = 0.15 with F = −(θ − 0.8)² − 0.3 h².
@@ -45,8 +44,8 @@ import numpy as np
 import pde_popdyn as pp
 from pde_popdyn.gibbs import effective_fitness, gibbs
 from pde_popdyn.presets import GaussianProblem
-from pde_popdyn.solve import joint_substeps
-from pde_popdyn.splitting import Schedule, compose, integrate
+from pde_popdyn.equations import JointSystem
+from pde_popdyn.run import Schedule, run as run_loop
 
 from ._common import fit_slope, machine_info, now, write_json
 
@@ -96,12 +95,12 @@ def _discrete_fbar(model, grid) -> np.ndarray:
 
 
 def _joint_final(model, grid, f0, dt: float) -> np.ndarray:
-    steps, setup = joint_substeps(model, grid)
+    system = JointSystem(model, grid)
     schedule = Schedule.make(0.0, T_FINAL, dt, None)
     schedule.save_every = schedule.n_steps
-    setup["fast"].cache[schedule.dt] = setup["operator"].propagator(schedule.dt, dense_above=0)
-    _, fs = integrate(compose(steps, "strang"), f0, schedule, progress=False)
-    return grid.marginal(fs[-1], "h")
+    system.fast.cache[schedule.dt] = system.op.propagator(schedule.dt, dense_above=0)
+    rec = run_loop(system, f0, schedule, progress=False)
+    return grid.marginal(rec.states[-1], "h")
 
 
 def _reduced_final(model, grid, rho0, dt: float, fbar) -> np.ndarray:

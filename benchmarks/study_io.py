@@ -3,7 +3,7 @@
 Problem. The README example (preset ``quadratic-bilevel``: replicator κ = 4, D = 0.02,
 ε = 0.01) on a 256² grid with Δt = 0.02, 100 Strang steps (quick: 128², 40 steps).
 
-Overhead. The time loop (:func:`pde_popdyn.splitting.integrate`) is run with the same stepper,
+Overhead. The time loop (:func:`pde_popdyn.run.run`) is run with the same stepper,
 whose propagator e^{ΔtA} is built once beforehand (so set-up, identical with and without
 output, does not dilute the ratio), three ways: without output, with a
 :class:`pde_popdyn.io.SnapshotWriter` observer writing every 10 steps (the bar: ≤ 10 % extra
@@ -30,8 +30,8 @@ import numpy as np
 
 from pde_popdyn.io import SnapshotWriter
 from pde_popdyn.presets import readme_example
-from pde_popdyn.solve import joint_substeps
-from pde_popdyn.splitting import Schedule, compose, integrate
+from pde_popdyn.equations import JointSystem
+from pde_popdyn.run import FunctionSystem, Schedule, run as run_loop
 
 from ._common import machine_info, now, write_json
 
@@ -50,8 +50,7 @@ DT = 0.02
 
 def _loop(stepper, f0, schedule, writer: SnapshotWriter | None) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
-    integrate(stepper, f0, schedule, progress=False,
-              observers=[writer] if writer is not None else [])
+    run_loop(FunctionSystem(stepper), f0, schedule, progress=False, writer=writer)
     if writer is not None:
         writer.finish()
     return time.perf_counter() - t0, time.process_time() - c0
@@ -64,8 +63,7 @@ def run(quick: bool, outdir: Path) -> dict[str, Any]:
     grid = prob.grid(n, n)
     model = prob.model()
     f0 = prob.initial(grid)
-    substeps, _ = joint_substeps(model, grid)
-    stepper = compose(substeps, "strang")
+    stepper = JointSystem(model, grid).step
     t_setup = time.perf_counter()
     stepper(f0, DT)  # builds e^{Δt A} once, outside every timing
     t_setup = time.perf_counter() - t_setup
@@ -94,7 +92,7 @@ def run(quick: bool, outdir: Path) -> dict[str, Any]:
                     sizes[name] = path.stat().st_size
         # the cost of one snapshot write, timed directly (gzip, every 10 steps' states)
         schedule = Schedule.make(0.0, steps * DT, DT, 10)
-        _, states = integrate(stepper, f0, schedule, progress=False)
+        states = run_loop(FunctionSystem(stepper), f0, schedule, progress=False).states
         writer = SnapshotWriter(Path(tmp) / "direct.h5", kind="joint", grid=grid, model=model,
                                 attrs={"dt": DT})
         per = []

@@ -22,7 +22,7 @@ pde_popdyn's side. Two of its integrators, each as a user calls ``pp.solve``:
 
 * ``splitting="strang"`` (the default): the three exact sub-steps composed by Strang splitting,
   second order in Δt, swept over Δt;
-* ``splitting="exact"`` (:mod:`pde_popdyn.unsplit`): no splitting; e^{tM} u is applied by
+* ``integrator="uniformisation"`` (:mod:`pde_popdyn.unsplit`): no splitting; e^{tM} u is applied by
   uniformisation (a Poisson-weighted series of a non-negative matrix, cut at a 1e-17 tail), so
   the only error left is the spatial one and one step Δt = t_final suffices. Also timed with
   ten saved states (Δt = 0.1, ``save_every=1``), which shows what saving costs this integrator
@@ -40,7 +40,7 @@ next to the threshold; the exact integrator needs no sweep) is re-timed, all met
 so that they see the same load (minimum of the repeats), and the speed ratio is
 t_BDF / t_pde_popdyn, set-up included.
 
-One-time costs. The first ``splitting="exact"`` call of a Python process also loads (or compiles)
+One-time costs. The first ``integrator="uniformisation"`` call of a Python process also loads (or compiles)
 numba's cached kernel, about a second here: a cost per session, not per run. It is paid in an
 untimed warm-up on a 16² grid and recorded in the JSON (``exact_one_time_cost``).
 
@@ -73,14 +73,14 @@ from pde_popdyn.fast.fv import SGOperator
 from pde_popdyn.presets import GaussianProblem
 from pde_popdyn.slow.mutation import DiffusionStep
 from pde_popdyn.slow.selection import ReplicatorStep
-from pde_popdyn.solve import joint_substeps
-from pde_popdyn.splitting import PropagatorStep
+from pde_popdyn.equations import JointSystem
+from pde_popdyn.run import PropagatorStep
 
 from ._common import fit_line, fit_slope, machine_info, now, timed, write_json
 
 NAME = "speed"
 DESCRIPTION = (
-    "pde_popdyn (Strang splitting over dt, and splitting='exact': unsplit uniformisation, one "
+    "pde_popdyn (Strang splitting over dt, and integrator='uniformisation': unsplit uniformisation, one "
     "step, also with 10 saves) against scipy solve_ivp BDF with a sparse Jacobian on the same "
     "finite-volume semi-discretisation, linear-Gaussian problem, eps=0.1, t=1: wall time "
     "(set-up included) at equal accuracy on 128² and 256² grids, per method and for the best "
@@ -217,13 +217,13 @@ def pp_solve(model: pp.Model, grid: pp.Grid, f0: np.ndarray, t_final: float,
 
 def exact_solve(model: pp.Model, grid: pp.Grid, f0: np.ndarray, t_final: float,
                 save_dt: float | None = None) -> tuple[np.ndarray, dict]:
-    """pde_popdyn's unsplit integrator (``splitting="exact"``): one step Δt = t_final, or steps
+    """pde_popdyn's unsplit integrator (``integrator="uniformisation"``): one step Δt = t_final, or steps
     of ``save_dt`` with every state saved."""
     if save_dt is None:
-        sol = pp.solve(model, grid, f0, t_final, t_final, splitting="exact", progress=False,
+        sol = pp.solve(model, grid, f0, t_final, t_final, integrator="uniformisation", progress=False,
                        save_every=1)
     else:
-        sol = pp.solve(model, grid, f0, t_final, save_dt, splitting="exact", progress=False,
+        sol = pp.solve(model, grid, f0, t_final, save_dt, integrator="uniformisation", progress=False,
                        save_every=1)
     info = dict(sol.info)
     info["n_saved"] = int(sol.t.size)
@@ -232,7 +232,7 @@ def exact_solve(model: pp.Model, grid: pp.Grid, f0: np.ndarray, t_final: float,
 
 def warm_up() -> dict:
     """Call the exact integrator twice on a 16² grid and time both calls. The first call of a
-    process also loads (or compiles) numba's cached kernel for ``splitting="exact"``: a one-time
+    process also loads (or compiles) numba's cached kernel for ``integrator="uniformisation"``: a one-time
     cost per Python session, kept out of the timed runs and recorded here instead."""
     prob = problem()
     model, grid = prob.model(), prob.grid(16, 16)
@@ -244,7 +244,7 @@ def warm_up() -> dict:
     t2 = time.perf_counter()
     rec = {"first_call_seconds": t1 - t0, "second_call_seconds": t2 - t1,
            "one_time_seconds": (t1 - t0) - (t2 - t1)}
-    print(f"[warm-up] splitting='exact' on 16²: first call {rec['first_call_seconds']:.3f} s, "
+    print(f"[warm-up] integrator='uniformisation' on 16²: first call {rec['first_call_seconds']:.3f} s, "
           f"second {rec['second_call_seconds']:.3f} s", flush=True)
     return rec
 
@@ -440,11 +440,11 @@ def cost_per_step(eps: float, n: int, n_steps: int, repeats: int) -> dict:
 
 def substep_split(model, grid, f0, dt, repeats) -> dict:
     """Seconds per call of each Strang sub-step: selection(Δt/2), mutation(Δt/2), fast(Δt)."""
-    steps, setup = joint_substeps(model, grid)
-    fast = setup["fast"]
+    system = JointSystem(model, grid)
+    fast = system.fast
     fast.cache[dt] = fast.build(dt)
     out = {}
-    for s in steps:
+    for s in system.substeps:
         if isinstance(s, ReplicatorStep):
             out["selection"] = timed(lambda: s(f0, 0.5 * dt), max(repeats, 3))[0]
         elif isinstance(s, DiffusionStep):

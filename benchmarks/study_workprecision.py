@@ -17,7 +17,7 @@ quadrature of the method's own grid:
 
 Methods (each one a curve: all its runs, and its Pareto front):
 
-* **pde_popdyn FV exact**: ``pp.solve(..., splitting="exact")``, one step Δt = 1 (unsplit,
+* **pde_popdyn FV exact**: ``pp.solve(..., integrator="uniformisation")``, one step Δt = 1 (unsplit,
   exact in time by uniformisation: only the spatial error is left), over the grid n²;
 * **pde_popdyn FV Strang**: ``pp.solve`` (Strang splitting of exact sub-steps) over n² and Δt;
 * **pde_popdyn spectral**: ``pp.solve(..., scheme="spectral")`` on ``pp.Grid(...,
@@ -40,7 +40,7 @@ Timing. pde_popdyn and BDF times are wall times of the whole call, set-up includ
 single-threaded BLAS (``threadpoolctl``; recorded in the JSON). For each target error (1e-3 and
 1e-5) the two cheapest runs of each method that reach it are re-timed, all methods interleaved
 so that they see the same load, and the minimum is kept. The one-time cost of loading numba's
-cached kernel of ``splitting="exact"`` (first call of a process) is paid in an untimed warm-up
+cached kernel of ``integrator="uniformisation"`` (first call of a process) is paid in an untimed warm-up
 and recorded (``exact_one_time_cost``). The spectral scheme's set-up (a batched
 ``scipy.linalg.expm``) is also timed once with the default BLAS threads, because on a loaded
 two-core machine multi-threaded OpenBLAS slows it down by orders of magnitude.
@@ -80,7 +80,7 @@ from .study_speed import (T_FINAL, bdf_solve, blas_threads, exact_solve, pp_solv
 NAME = "workprecision"
 DESCRIPTION = (
     "Work-precision on the joint linear-Gaussian problem (eps=0.1, t=1): relative L1 error vs "
-    "the exact Gaussian against wall time for pde_popdyn FV (splitting='exact' and Strang over "
+    "the exact Gaussian against wall time for pde_popdyn FV (integrator='uniformisation' and Strang over "
     "dt), the spectral scheme, the scipy solve_ivp BDF method-of-lines baseline over rtol, and "
     "py-pde (own finite differences, optional). Bars: at 1e-3 the best pde_popdyn method >= 20x "
     "faster than BDF and faster than py-pde; at 1e-5 >= 1000x, or BDF cannot reach 1e-5 within "
@@ -94,7 +94,7 @@ PYPDE_TOLERANCE = 1e-6
 FLOOR_SLACK = 1.05          # a BDF run "reaches the floor" of its grid within 5 %
 METHODS = ("fv_exact", "fv_strang", "spectral", "bdf", "pypde")
 PP_METHODS = ("fv_exact", "fv_strang", "spectral")
-LABELS = {"fv_exact": "pde_popdyn FV, splitting='exact'",
+LABELS = {"fv_exact": "pde_popdyn FV, integrator='uniformisation'",
           "fv_strang": "pde_popdyn FV, Strang",
           "spectral": "pde_popdyn spectral (Strang)",
           "bdf": "scipy solve_ivp BDF (method of lines)",
@@ -512,7 +512,7 @@ def run(quick: bool, outdir: Path) -> dict:
     fns: dict[int, Callable] = {}
     with np.errstate(under="ignore"), blas_threads(1) as threads:
         warm = warm_up()
-        print("[workprecision] pde_popdyn FV, splitting='exact'", flush=True)
+        print("[workprecision] pde_popdyn FV, integrator='uniformisation'", flush=True)
         runs["fv_exact"], f1 = run_fv_exact(cfg["fv_exact"])
         print("[workprecision] pde_popdyn spectral", flush=True)
         runs["spectral"], f2 = run_spectral(cfg["spectral"])

@@ -1,28 +1,35 @@
 """pde_popdyn: the mean-field limit of population-based training.
 
 The joint density f(t, θ, h) of parameters θ and hyperparameters h solves a Fokker–Planck /
-selection–mutation equation; as ε → 0 it factorises as ρ(t, h) π_h(θ). See the README and
-the module docstrings for the equations each function solves.
+selection–mutation equation; as ε → 0 it factorises as ρ(t, h) π_h(θ). The package's
+documentation (docs/) states the model and the method; every docstring states the equation its
+function solves.
 """
 
-from .densities import from_samples, gaussian, normalize, uniform
-from .grid import Grid
-from .io import load, resume
-from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
-from .solution import Solution
-from .gibbs import effective_fitness, gibbs, log_partition
-from .reduced import solve_reduced, steady_state
-from .solve import solve
-from .convergence import ConvergenceStudy, convergence
-from .sweep import SweepResult, sweep
-from .particles import Ensemble, simulate_particles
+from . import trackers
+from ._version import __version__
 from .compare import compare
-
-__version__ = "0.1.0"
+from .convergence import ConvergenceStudy, convergence
+from .densities import from_samples, gaussian, normalize, uniform
+from .gibbs import effective_fitness, gibbs, log_partition
+from .grid import Grid
+from .io import load
+from .model import Model
+from .particles import Ensemble, simulate_particles
+from .reduced import solve_reduced, steady_state
+from .resume import resume
+from .rules import (BoltzmannJump, Diffusion, GaussianJump, Perturb, PriorResample, Replicator,
+                    Truncation)
+from .solution import Solution
+from .solve import solve
+from .sweep import SweepResult, sweep
+from .trackers import (CallbackTracker, GuardTracker, PlotTracker, ProgressTracker,
+                       SteadyStateTracker)
 
 __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
-           "GaussianJump", "gaussian", "uniform", "normalize",
+           "GaussianJump", "Perturb", "PriorResample", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",
            "convergence", "ConvergenceStudy", "sweep", "SweepResult",
-           "simulate_particles", "Ensemble", "compare"]
+           "simulate_particles", "Ensemble", "compare", "trackers", "SteadyStateTracker",
+           "GuardTracker", "CallbackTracker", "ProgressTracker", "PlotTracker"]

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
     numba = None
     HAVE_NUMBA = False
 
-_NEGLIGIBLE = 1e-19     # a Poisson weight this small cannot change the accumulated sum
+from .fast.uniformisation import NEGLIGIBLE_WEIGHT as _NEGLIGIBLE
 
 
 def _series_py(x, stay, pu, pd, puw, pdw, ph, per_t, per_h, w, acc):  # pragma: no cover

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .presets import PRESETS, build, preset_parameters
 
 
@@ -261,7 +261,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from .io import inspect, resume
+    from .io import inspect
+    from .resume import resume
     before = inspect(args.file)
     t0 = time.perf_counter()
     sol = resume(args.file, args.t_final, save_every=args.save_every,

@@ -29,9 +29,11 @@ times ``sol.t`` (the Solution exposes them as properties too).
   operator that run used). For the jump and truncation rules
   d/dt E[h] = λ (E_{M[f]}[h] − E_f[h]) with M the selection map (which includes the mutation
   kernel K_σ at copies); for a Boltzmann jump without kernel, E_{M[ρ]}[h] = m_α, the
-  W-weighted mean. The residual d/dt E[h] − (selection term) − B, with d/dt E[h] from the
-  saved means by second-order differences (``np.gradient``), is O(Δt_save²) + the splitting
-  error: save often when using it.
+  W-weighted mean. Each rule computes its own term (``price_rate``, the rule's Price face);
+  rules acting at discrete times (PBT) contribute jumps at the generation times instead, so
+  the residual is taken between generations only. The residual d/dt E[h] − (selection
+  term) − B, with d/dt E[h] from the saved means by second-order differences
+  (``np.gradient``), is O(Δt_save²) + the splitting error: save often when using it.
 * :func:`distance_to_optimum` — |E[h] − h*| with h* = argmax F̄ (grid argmax refined by the
   parabola through the three best points, exact for a quadratic F̄).
 * :func:`slow_manifold_distance` — for a joint run, ‖f − ρ π_h‖_{L¹} over (θ, h), with π_h the
@@ -45,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import BoltzmannJump, Diffusion, Replicator, Truncation
+from .gibbs import GibbsAverages
+from .rules import Setting
 
 
 def _kind(sol) -> str:
@@ -72,28 +75,25 @@ def effective_fitness_on_grid(sol) -> np.ndarray:
     """The fitness on grid.h that the reduced dynamics select on (see module docstring)."""
     if _kind(sol) == "reduced" and sol.info.get("fitness") is not None:
         return np.asarray(sol.info["fitness"], float)
-    cache = getattr(sol, "_cache", None)
-    if cache is not None and "effective_fitness" in cache:
-        return cache["effective_fitness"]
-    if sol.model is None or sol.model.fitness is None:
+    model = sol.model
+    if model is None or model.fitness is None:
         raise ValueError("this solution has no fitness on record and no model fitness, so F̄ "
                          "is not defined")
-    from .reduced import default_fitness
-    fbar = default_fitness(sol.model, sol.grid)[0]
-    if cache is not None:
-        cache["effective_fitness"] = fbar
-    return fbar
+    ctx = GibbsAverages(model, sol.grid)
+    if model.selection is None:
+        return ctx.effective_fitness(None)
+    return np.asarray(model.selection.reduced_fitness(ctx), float)
 
 
 def mean_effective_fitness(sol) -> np.ndarray:
     """⟨F̄⟩_ρ over time."""
-    fbar = effective_fitness_on_grid(sol)
+    fbar = sol.effective_fitness
     return (_rho(sol) * fbar * sol.grid.h_weights).sum(-1)
 
 
 def cov_h_fitness(sol) -> np.ndarray:
     """Cov_ρ(h, F̄) over time."""
-    fbar = effective_fitness_on_grid(sol)
+    fbar = sol.effective_fitness
     rho = _rho(sol)
     w = sol.grid.h_weights
     m, _ = h_moments(sol)
@@ -102,67 +102,36 @@ def cov_h_fitness(sol) -> np.ndarray:
 
 
 def boundary_flux(sol) -> np.ndarray:
-    """B(t): the contribution of diffusive mutation D Δ_h to d/dt E[h] (module docstring)."""
+    """B(t): the contribution of the mutation terms to d/dt E[h] (module docstring)."""
     model = sol.model
-    mut = None if model is None else model.mutation
     n = len(sol.t)
-    if not isinstance(mut, Diffusion) or mut.coefficient == 0:
+    if model is None:
         return np.zeros(n)
     rho = _rho(sol)
-    D = mut.coefficient
-    ax = sol.grid.h_axis
-    if sol.info.get("scheme") == "spectral":
-        # the mutation step used the continuum eigenvalues: B = D Σ h (Δ_spec ρ) Δh exactly
-        return D * (laplacian_spectral(rho, sol.grid) * sol.grid.h).sum(-1) * ax.width
-    if ax.periodic:
-        return D * (ax.length / ax.width) * (rho[:, 0] - rho[:, -1])
-    return -D * (rho[:, -1] - rho[:, 0])
-
-
-def laplacian_spectral(rho: np.ndarray, grid) -> np.ndarray:
-    """∂²_h ρ of the cosine (Neumann) or Fourier (periodic) interpolant, along the last axis."""
-    import scipy.fft as sfft
-
-    from .reduced import continuous_eigenvalues
-    lam = continuous_eigenvalues(grid)
-    if grid.h_axis.periodic:
-        c = sfft.rfft(rho, axis=-1)
-        return sfft.irfft(-lam * c, n=grid.n_h, axis=-1)
-    c = sfft.dct(rho, type=2, axis=-1, norm="ortho")
-    return sfft.idct(-lam * c, type=2, axis=-1, norm="ortho")
+    spectral = sol.info.get("scheme") == "spectral"
+    out = np.zeros(n)
+    for m in model.mutations:
+        out = out + m.boundary_rate(rho, sol.grid, spectral)
+    return out
 
 
 def _selection_term(sol) -> np.ndarray:
-    """The selection part of d/dt E[h] at each saved state (module docstring)."""
+    """The selection part of d/dt E[h] at each saved state: the rule's Price face."""
     model = sol.model
-    sel = None if model is None else model.selection
     n = len(sol.t)
-    if sel is None or sel.rate == 0:
+    if model is None or not model.selection_active:
         return np.zeros(n)
     grid = sol.grid
-    if isinstance(sel, Replicator):
-        if _kind(sol) == "reduced":
-            return sel.rate * cov_h_fitness(sol)
-        F = model.fitness_on(grid)
-        f = sol.f / grid.mass(sol.f)[:, None, None]
-        w = grid.weights
-        eh = (f * grid.h[None, None, :] * w).sum(axis=(-2, -1))
-        eF = (f * F * w).sum(axis=(-2, -1))
-        ehF = (f * F * grid.h[None, None, :] * w).sum(axis=(-2, -1))
-        return sel.rate * (ehF - eh * eF)
-    if isinstance(sel, (BoltzmannJump, Truncation)):
-        if _kind(sol) == "reduced":
-            from .reduced import reduced_substeps
-            steps = reduced_substeps(model, grid, effective_fitness_on_grid(sol),
-                                     sol.info.get("scheme", "fv"))
-            mean_h = lambda g: (g * grid.h).sum() / g.sum()                   # noqa: E731
-        else:
-            from .solve import slow_substeps
-            steps = slow_substeps(sel, model.mutation, model.fitness_on(grid), grid)
-            mean_h = lambda g: (g.sum(axis=0) * grid.h).sum() / g.sum()       # noqa: E731
-        mapping = steps[0].mapping
-        return np.array([sel.rate * (mean_h(mapping(f)) - mean_h(f)) for f in sol.f])
-    raise ValueError(f"no Price identity is implemented for selection={sel!r}")
+    reduced = _kind(sol) == "reduced"
+    setting = Setting(grid, grid.ndim_h, joint=not reduced,
+                      spectral=sol.info.get("scheme") == "spectral")
+    setting.explore = model.explore_kernel(setting)
+    if reduced:
+        rule, fitness, w = model.selection.reduced_rule(), sol.effective_fitness, grid.h_weights
+    else:
+        rule, fitness, w = model.selection, model.fitness_on(grid), grid.weights
+    out = np.array([rule.price_rate(np.asarray(f) * w, fitness, setting) for f in sol.f])
+    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def price_residual(sol) -> dict[str, np.ndarray]:
@@ -200,7 +169,7 @@ def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
 def distance_to_optimum(sol, hstar: float | None = None) -> np.ndarray:
     """|E[h] − h*| over time, h* = argmax F̄ unless given."""
     if hstar is None:
-        hstar = argmax_fitness(effective_fitness_on_grid(sol), sol.grid.h)
+        hstar = argmax_fitness(sol.effective_fitness, sol.grid.h)
     m, _ = h_moments(sol)
     return np.abs(m - hstar)
 
@@ -212,17 +181,12 @@ def slow_manifold_distance(sol) -> np.ndarray:
                          "reduced solution lies on the slow manifold by construction")
     if sol.model is None:
         raise ValueError("this solution has no model, so pi_h is unknown")
-    from .gibbs import gibbs
-    cache = getattr(sol, "_cache", None)
-    pi = None if cache is None else cache.get("gibbs")
-    if pi is None:
-        pi = gibbs(sol.model, sol.grid, check=False)
-        if cache is not None:
-            cache["gibbs"] = pi
+    pi = sol.gibbs_state
     grid = sol.grid
     f = np.asarray(sol.f)
-    rho = grid.marginal(f, "h")                                     # (n_saved, n_h)
-    return (np.abs(f - pi[None] * rho[:, None, :]) * grid.weights).sum(axis=(-2, -1))
+    rho = grid.marginal(f, "h")                                     # (n_saved, *h_shape)
+    axes = tuple(range(-grid.ndim_theta - grid.ndim_h, 0))
+    return (np.abs(f - pi[None] * rho[:, None]) * grid.weights).sum(axis=axes)
 
 
 def diagnostics(sol) -> dict[str, Any]:
@@ -231,13 +195,15 @@ def diagnostics(sol) -> dict[str, Any]:
     out: dict[str, Any] = {"t": np.asarray(sol.t), "mean_h": m, "var_h": v}
     has_fitness = (sol.info.get("fitness") is not None if _kind(sol) == "reduced"
                    else sol.model is not None and sol.model.fitness is not None)
+    events = sol.info.get("interval") is not None
     if has_fitness:
         out["mean_effective_fitness"] = mean_effective_fitness(sol)
         out["cov_h_fitness"] = cov_h_fitness(sol)
         out["distance_to_optimum"] = distance_to_optimum(sol)
         if _kind(sol) == "joint":
             out["mean_fitness"] = sol.mean_fitness
-        if len(sol.t) >= 3 and sol.model is not None and sol.model.selection is not None:
+        if len(sol.t) >= 3 and sol.model is not None and sol.model.selection is not None \
+                and not events:
             out["price_residual"] = price_residual(sol)["residual"]
     if _kind(sol) == "joint" and sol.model is not None:
         out["slow_manifold_distance"] = slow_manifold_distance(sol)

@@ -1,4 +1,4 @@
-"""Closed-form and ODE-exact solutions used to verify the solvers (MODEL.md §4).
+"""Closed-form and ODE-exact solutions used to verify the solvers (docs/model.md, "Closed forms").
 
 * :func:`gaussian_moments` — the joint PDE with linear drift, constant diffusion, quadratic
   fitness and replicator selection keeps Gaussians Gaussian. With z = (θ, h), drift
@@ -8,9 +8,13 @@
 
 * :func:`reduced_gaussian` — the reduced replicator–mutator equation with quadratic effective
   fitness F̄ = −(g/2)(h − h*)²: v' = 2D − κ g v², m' = −κ g v (m − h*), solved in closed form.
+* :func:`mehler_solution` — the same equation for non-Gaussian data, through the Mehler kernel
+  of ∂_t u = D u_hh − (κg/2)(h − h*)² u (:func:`mehler_log_kernel`).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -69,3 +73,65 @@ def reduced_gaussian(t, m0: float, v0: float, g: float, hstar: float, kappa: flo
     denom_scaled = 0.5 * (1 + e) + (v0 / vinf) * 0.5 * (1 - e)
     m = hstar + (m0 - hstar) * np.exp(-r * t) / denom_scaled
     return m, v
+
+
+# --------------------------------------------------------------------------------------------
+# exact solution for quadratic F̄ (Mehler kernel)
+# --------------------------------------------------------------------------------------------
+def mehler_log_kernel(t: float, x: np.ndarray, y: np.ndarray, D: float, c: float) -> np.ndarray:
+    """log K(t, x, y) of ∂_t u = D u_xx − c x² u on the line (c > 0, D > 0):
+
+        K = √(λ / (2π sinh τ)) · exp(−λ [(x² + y²) cosh τ − 2 x y] / (2 sinh τ)),
+        λ = √(c/D),  τ = 2 D λ t = 2√(cD) t.
+
+    Derivation (checked by the tests): the imaginary-time harmonic oscillator; as c → 0 it
+    tends to the heat kernel (4πDt)^{-1/2} e^{−(x−y)²/(4Dt)}, and the ground state e^{−λx²/2}
+    is mapped to e^{−Dλt} e^{−λx²/2}. Written with coth and csch, and log sinh τ =
+    τ + log(1 − e^{−2τ}) − log 2, so that no term overflows for large τ.
+    """
+    lam = np.sqrt(c / D)
+    tau = 2.0 * np.sqrt(c * D) * t
+    log_sinh = tau + np.log(-np.expm1(-2 * tau)) - np.log(2.0)
+    coth = 1.0 / np.tanh(tau)
+    csch = np.exp(-log_sinh)
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    return (0.5 * (np.log(lam / (2 * np.pi)) - log_sinh)
+            - 0.5 * lam * ((x * x + y * y) * coth - 2 * x * y * csch))
+
+
+def mehler_solution(t: float, h: np.ndarray, rho0: Callable[[np.ndarray], np.ndarray],
+                    box: tuple[float, float], *, g: float, hstar: float, kappa: float,
+                    D: float, nodes: int = 4000) -> np.ndarray:
+    """Exact ρ(t, h) of ∂_t ρ = κ(F̄ − ⟨F̄⟩)ρ + Dρ_hh on the line with F̄ = −(g/2)(h − h*)²,
+    from the initial density ``rho0`` (a callable, supported in ``box``): ρ = u/∫u with
+    u(t) = ∫ K(t, · − h*, y − h*) ρ0(y) dy (kernel of :func:`mehler_log_kernel`, c = κg/2),
+    by composite Gauss–Legendre in y (log domain). The result is normalised on ``box``
+    (by the same quadrature), matching a solution on the box whose density
+    is negligible at its edges.
+    """
+    x, w = np.polynomial.legendre.leggauss(20)
+    panels = max(1, nodes // 20)
+    lo, hi = box
+    width = (hi - lo) / panels
+    mids = lo + (np.arange(panels) + 0.5) * width
+    y = (mids[:, None] + 0.5 * width * x[None, :]).ravel()
+    wy = np.tile(0.5 * width * w, panels)
+    r0 = np.asarray(rho0(y), float)
+    with np.errstate(divide="ignore"):
+        logr0 = np.log(r0)
+    h = np.asarray(h, float)
+    if t == 0:
+        return np.asarray(rho0(h), float) / (wy * r0).sum()
+    c = 0.5 * kappa * g
+
+    def logu(pts: np.ndarray) -> np.ndarray:
+        lk = mehler_log_kernel(t, pts[:, None] - hstar, y[None, :] - hstar, D, c)
+        a = lk + (np.log(wy) + logr0)[None, :]
+        top = a.max(axis=1, keepdims=True)
+        return top[:, 0] + np.log(np.exp(a - top).sum(axis=1))
+
+    logu_nodes = logu(y)
+    shift = logu_nodes.max()
+    mass = (wy * np.exp(logu_nodes - shift)).sum()
+    return np.exp(logu(h) - shift) / mass

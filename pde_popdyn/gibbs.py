@@ -1,4 +1,4 @@
-"""Gibbs measure, partition function and effective fitness (MODEL.md §3).
+"""Gibbs measure, partition function and effective fitness (docs/model.md, "Reduced equations").
 
 For each hyperparameter value h the fast dynamics relax to the Gibbs measure on the θ-box
 
@@ -672,5 +672,50 @@ def effective_fitness(model: Model, grid: Grid, method: str | Callable = "quadra
     return (val, err) if return_error else val
 
 
+class GibbsAverages:
+    """What a rule's reduced face may ask for: F̄ and F̄_α on the h-grid (or the fitness the
+    user gave instead), and the Gibbs lift ρ ↦ ρ π_h onto the joint grid with F there.
+
+    ``setting`` is where the reduced sub-steps act (arrays of the h-shape); the averages are
+    computed once and cached."""
+
+    def __init__(self, model: Model, grid: Grid, setting: Any = None,
+                 fitness: np.ndarray | None = None):
+        self.model, self.grid, self.setting = model, grid, setting
+        self.user_fitness = fitness
+        self._fbar: dict[Any, np.ndarray] = {}
+        self._pi = None
+
+    def effective_fitness(self, pressure: float | None = None) -> np.ndarray:
+        """F̄ (pressure None) or F̄_α on the h-nodes by quadrature; the user's fitness if one
+        was given to the solver."""
+        if self.user_fitness is not None:
+            return self.user_fitness
+        if pressure not in self._fbar:
+            self._fbar[pressure] = np.asarray(effective_fitness(
+                self.model, self.grid, "quadrature", pressure=pressure), dtype=float)
+        return self._fbar[pressure]
+
+    @property
+    def gibbs(self) -> np.ndarray:
+        """π_h(θ) on the grid's nodes (columns integrate to 1 with the θ-weights)."""
+        if self._pi is None:
+            self._pi = gibbs(self.model, self.grid, check=False)
+        return self._pi
+
+    @property
+    def joint_fitness(self) -> np.ndarray:
+        return self.model.fitness_on(self.grid)
+
+    def lift(self, rho: np.ndarray) -> np.ndarray:
+        """Masses of ρ(h) π_h(θ) on the joint grid, from masses of ρ on the h-cells."""
+        w = self.grid.theta_weights.reshape(self.grid.theta_shape + (1,) * self.grid.ndim_h)
+        return self.gibbs * w * rho
+
+    def project(self, f: np.ndarray) -> np.ndarray:
+        """Masses of ρ on the h-cells from masses on the joint grid."""
+        return f.sum(axis=tuple(range(self.grid.ndim_theta)))
+
+
 __all__ = ["effective_fitness", "gibbs", "log_partition", "find_modes", "langevin_average",
-           "METHODS"]
+           "METHODS", "GibbsAverages"]

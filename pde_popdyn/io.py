@@ -1,4 +1,4 @@
-"""HDF5 snapshot files: written as a run goes, read back, resumed (DESIGN.md §4).
+"""HDF5 snapshot files: written as a run goes, read back (docs/format.md).
 
 File layout (``format = "pde_popdyn snapshots"``, ``format_version = 1``)
 -------------------------------------------------------------------------
@@ -89,6 +89,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ._version import __version__
 from .grid import Grid
 
 FORMAT = "pde_popdyn snapshots"
@@ -150,7 +151,6 @@ def _now() -> str:
 
 
 def _version() -> str:
-    from . import __version__
     return __version__
 
 
@@ -1111,53 +1111,10 @@ def repair(path: str | os.PathLike, *, force: bool = False) -> int:
     return n
 
 
-# -- resuming --------------------------------------------------------------------------------
-@dataclass
-class ResumePlan:
-    """Everything a solver needs to continue the run stored in ``path`` (see
-    :func:`prepare_resume`)."""
-
-    path: Path
-    kind: str
-    attrs: dict[str, Any]
-    grid: Any
-    t: np.ndarray                 # the stored times
-    states: dict[str, np.ndarray]  # stored arrays by name (density or particle_theta/_h)
-    schedule: Any                 # splitting.Schedule from the last time, with the stored dt
-    splitting: str | None
-    scheme: str | None
-    rng_state: dict | None = None
-
-    @property
-    def last(self) -> np.ndarray:
-        """The last stored density (joint/reduced)."""
-        return self.states["density"][-1]
-
-    def writer(self, *, model: Any = None, rng: np.random.Generator | None = None,
-               fitness: np.ndarray | None = None) -> SnapshotWriter:
-        """A writer appending to the file; it skips the first (already stored) state."""
-        return SnapshotWriter.append(self.path, skip_first=True, rng=rng, model=model,
-                                     fitness=fitness)
-
-
-def _model_mismatch(model: Any, stored: Any) -> list[str]:
-    if not isinstance(stored, dict) or not hasattr(model, "describe"):
-        return []
-    now = json.loads(_dumps(model.describe()))
-    return sorted(k for k in set(now) | set(stored) if now.get(k) != stored.get(k))
-
-
-def prepare_resume(path: str | os.PathLike, *, kind: str, model: Any = None,
-                   grid: Any = None, t_final: float, dt: float | None = None,
-                   splitting: str | None = None, scheme: str | None = None,
-                   save_every: int | None = None) -> ResumePlan:
-    """Check that the run in ``path`` can be continued to ``t_final`` with these arguments.
-
-    The continuation uses exactly the stored Δt and a whole number of steps, so that it
-    repeats the arithmetic of an uninterrupted run. Arguments left as None are taken from the
-    file; given ones must agree with it. A file whose writer was killed is repaired first.
-    """
-    from .splitting import Schedule
+# -- what a resumed run reads ---------------------------------------------------------------
+def read_for_resume(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], dict]:
+    """The root attributes and every stored array of a ``kind`` file, repairing it first if its
+    writer was killed; refuses a file of another kind or without snapshots."""
     p = Path(path)
     with _reader(p) as (_, attrs, clean):
         pass
@@ -1169,94 +1126,23 @@ def prepare_resume(path: str | os.PathLike, *, kind: str, model: Any = None,
     attrs, data, _ = _read(p)
     if len(data["time"]) == 0:
         raise SnapshotFileError(f"{p} holds no snapshot to resume from")
-    stored_grid = _grid_from(attrs, p)
-    if grid is not None and stored_grid is not None and grid != stored_grid:
-        raise ValueError(f"grid={grid!r} differs from the grid of {p} ({stored_grid!r}); pass "
-                         f"grid=None to use the file's")
-    for name, given in (("splitting", splitting), ("scheme", scheme)):
-        if given is not None and attrs.get(name) is not None and given != attrs[name]:
-            raise ValueError(f"{name}={given!r} differs from the {name} of {p} "
-                             f"({attrs[name]!r}); resume with {name}={attrs[name]!r}")
-    if model is not None:
-        diff = _model_mismatch(model, attrs.get("model"))
-        if diff:
-            raise ValueError(f"the model differs from the one stored in {p} in {diff}; resume "
-                             f"with the same model, or start a new file from "
-                             f"pp.load({str(p)!r}).f[-1]")
-    stored_dt = attrs.get("dt")
-    if stored_dt is None:
-        raise SnapshotFileError(f"{p} does not record its time step 'dt'; it cannot be resumed")
-    stored_dt = float(stored_dt)
-    if dt is not None and abs(float(dt) - stored_dt) > 1e-12 * stored_dt:
-        raise ValueError(f"dt={dt!r} differs from the time step of {p} ({stored_dt!r}); a "
-                         f"resumed run keeps the stored step: pass dt=None")
-    t_last = float(data["time"][-1])
-    span = float(t_final) - t_last
-    if not np.isfinite(span) or span < -1e-9 * stored_dt:
-        raise ValueError(f"t_final={t_final!r} is before the last time {t_last!r} stored in "
-                         f"{p}; give a later t_final")
-    n = max(int(round(span / stored_dt)), 0)
-    if abs(n * stored_dt - span) > 1e-6 * stored_dt:
-        lo, hi = t_last + np.floor(span / stored_dt) * stored_dt, \
-            t_last + np.ceil(span / stored_dt) * stored_dt
-        raise ValueError(f"t_final={t_final!r} is not a whole number of stored steps "
-                         f"dt={stored_dt!r} after t={t_last!r}; use t_final={lo:.12g} or "
-                         f"{hi:.12g}")
-    save = save_every if save_every is not None else int(attrs.get("save_every", 1))
-    schedule = Schedule(t0=t_last, dt=stored_dt, n_steps=n, save_every=int(save))
-    rng_state = None
-    if "rng_state" in data and len(data["rng_state"]):
-        rng_state = json.loads(data["rng_state"][-1])
-    states = {k: v for k, v in data.items() if k in ("density", "particle_theta", "particle_h")}
-    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=data["time"],
-                      states=states, schedule=schedule, splitting=attrs.get("splitting"),
-                      scheme=attrs.get("scheme"), rng_state=rng_state)
+    return attrs, data
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    import inspect as _inspect
-    try:
-        return name in _inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+def file_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The root attributes of a snapshot file (decoded), checking that it is one."""
+    with _reader(Path(path)) as (_, attrs, _clean):
+        return attrs
 
 
-def resume(path: str | os.PathLike, t_final: float, *, model: Any = None,
-           save_every: int | None = None, progress: bool | None = None) -> Any:
-    """Continue the run stored in ``path`` up to ``t_final``, appending to the same file.
+def grid_from_attrs(attrs: dict[str, Any], path: str | os.PathLike) -> Any:
+    """The Grid stored in a file's attributes (None if it has none)."""
+    return _grid_from(attrs, Path(path))
 
-    The model is rebuilt from the stored preset (or given as ``model=`` for a user model; the
-    equivalent is ``pp.solve(model, None, None, t_final, None, resume=path)``). The grid, Δt,
-    scheme and splitting are the stored ones, so the result equals that of an uninterrupted
-    run. Returns the whole run (stored and new snapshots) as from :func:`load`.
-    """
-    p = Path(path)
-    with _reader(p) as (_, attrs, _clean):
-        pass
-    if model is None:
-        model = _rebuild_model(attrs)
-        if model is None:
-            raise ValueError(f"{p} was written from a user-defined model, whose functions are "
-                             f"not stored; pass model=... (the same model) to resume it")
-    kind = attrs["kind"]
-    if kind == "joint":
-        from .solve import solve
-        solver: Callable | None = solve
-    elif kind == "reduced":
-        import importlib  # pde_popdyn.solve the attribute is the function, not the module
-        solver = getattr(importlib.import_module("pde_popdyn.solve"), "solve_reduced", None)
-    else:
-        try:
-            from .particles import simulate_particles as solver  # type: ignore[attr-defined]
-        except ImportError:
-            solver = None
-    if solver is None or not _accepts(solver, "resume"):
-        raise ValueError(f"resuming a {kind} file is not supported by this version of "
-                         f"pde_popdyn")
-    kw: dict[str, Any] = {"resume": p, "progress": progress}
-    if save_every is not None:
-        kw["save_every"] = save_every
-    if kind == "ensemble":
-        return solver(model, None, None, t_final, None, **kw)
-    return solver(model, None, None, t_final, None, splitting=attrs.get("splitting", "strang"),
-                  **({"scheme": attrs["scheme"]} if "scheme" in attrs else {}), **kw)
+
+def model_mismatch(model: Any, stored: Any) -> list[str]:
+    """The keys in which ``model.describe()`` differs from a stored description."""
+    if not isinstance(stored, dict) or not hasattr(model, "describe"):
+        return []
+    now = json.loads(_dumps(model.describe()))
+    return sorted(k for k in set(now) | set(stored) if now.get(k) != stored.get(k))

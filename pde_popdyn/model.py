@@ -1,130 +1,30 @@
 """The model: loss, fitness, temperature, time-scale ratio, selection and mutation.
 
-The joint density f(t, θ, h) solves (MODEL.md §2, replicator with diffusive mutation)
+The joint density f(t, θ, h) solves, for replicator selection with diffusive mutation,
 
     ∂_t f = 𝓛_ε f + κ (F − ⟨F⟩_f) f + D ∂²_h f,
     𝓛_ε f = (1/ε) ∂_θ( m(h) [ T(h) ∂_θ f + f ∂_θ L ] ),
 
-with zero flux in θ and reflecting (Neumann) boundaries in h.
+with zero flux in θ and reflecting (Neumann) boundaries in h; the other selection and mutation
+rules replace the last two terms (each rule's class states its term; docs/model.md has all).
 """
 
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Union
 
 import numpy as np
 
 from ._validate import _short, field_on_grid, positive_float
+from .rules import (BoltzmannJump, Diffusion, GaussianJump, MutationRule, Perturb,
+                    PriorResample, Replicator, SelectionRule, Setting, Truncation,
+                    check_mutations)
+from .slow.explore import Compose
 
 FieldFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 HFn = Callable[[np.ndarray], np.ndarray]
 Scalar = Union[float, int]
-
-
-@dataclass(frozen=True)
-class Replicator:
-    """Replicator selection (proportional imitation) at rate κ.
-
-    Its sub-step solves ∂_t f = κ (F − ⟨F⟩_f) f exactly:
-    f ← f e^{κ Δt F} / ∫∫ f e^{κ Δt F}.
-    """
-
-    rate: float = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", positive_float("Replicator rate", self.rate,
-                                                        allow_zero=True))
-
-
-COPY_MODES = ("both", "h")
-
-
-def _check_copy(rule: str, copy: Any) -> str:
-    if copy not in COPY_MODES:
-        raise ValueError(f"{rule} copy={copy!r} is not known; use 'both' (copy θ and h, as PBT "
-                         f"does) or 'h' (copy the hyperparameters only)")
-    return copy
-
-
-@dataclass(frozen=True)
-class BoltzmannJump:
-    """Boltzmann (genetic-algorithm / BGK) jump selection at rate λ with pressure α.
-
-    At rate λ an agent copies a donor chosen with probability ∝ ω = e^{αF}. The mean-field
-    equations (MODEL.md §2), with K_σ the mutation kernel applied at each copy (identity
-    without :class:`GaussianJump` mutation):
-
-    * ``copy="both"``: ∂_t f = 𝓛_ε f + λ ( K_σ *_h (ω f) / ⟨ω⟩_f − f ),
-    * ``copy="h"``:    ∂_t f = 𝓛_ε f + λ ( f^θ(θ) · K_σ *_h (∫ ω f dθ) / ⟨ω⟩_f − f ),
-      with f^θ = ∫ f dh.
-    """
-
-    rate: float = 1.0
-    pressure: float = 1.0
-    copy: str = "both"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", positive_float("BoltzmannJump rate", self.rate,
-                                                        allow_zero=True))
-        object.__setattr__(self, "pressure", positive_float("BoltzmannJump pressure",
-                                                            self.pressure))
-        object.__setattr__(self, "copy", _check_copy("BoltzmannJump", self.copy))
-
-
-@dataclass(frozen=True)
-class Truncation:
-    """Truncation selection, the classic PBT exploit rule, at rate λ with fraction q.
-
-    At rate λ the agents in the bottom fraction q of fitness copy a uniformly chosen agent of
-    the top fraction q:
-
-        ∂_t f = λ ( K_σ *_h ( f 1{F ≥ φ_{1−q}[f]} ) − f 1{F ≤ φ_q[f]} ),
-
-    with φ_q the q-quantile of F under f (``copy="both"``); with ``copy="h"`` the copied
-    hyperparameters are attached to the copier's own θ.
-    """
-
-    rate: float = 1.0
-    fraction: float = 0.2
-    copy: str = "both"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", positive_float("Truncation rate", self.rate,
-                                                        allow_zero=True))
-        q = positive_float("Truncation fraction", self.fraction)
-        if q > 0.5:
-            raise ValueError(f"Truncation fraction must be in (0, 0.5], got {q}: the bottom "
-                             f"and top fractions may not overlap")
-        object.__setattr__(self, "fraction", q)
-        object.__setattr__(self, "copy", _check_copy("Truncation", self.copy))
-
-
-@dataclass(frozen=True)
-class GaussianJump:
-    """Mutation by a Gaussian jump of standard deviation σ_m in h, applied at each copy event
-    of :class:`BoltzmannJump` or :class:`Truncation` selection (the kernel K_σ)."""
-
-    std: float = 0.1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "std", positive_float("GaussianJump std", self.std))
-
-
-@dataclass(frozen=True)
-class Diffusion:
-    """Diffusive mutation of h: the term D ∂²f/∂h², with reflecting boundaries."""
-
-    coefficient: float = 0.01
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "coefficient", positive_float(
-            "Diffusion coefficient", self.coefficient, allow_zero=True))
-
-
-SELECTION_RULES = (Replicator, BoltzmannJump, Truncation)
-MUTATIONS = (Diffusion, GaussianJump)
 
 
 def _check_h_function(name: str, value: Any) -> Scalar | HFn:
@@ -155,7 +55,7 @@ def _check_quadratic(value: Any) -> tuple | None:
 
 
 class Model:
-    """A two-time-scale population model (MODEL.md §1–2).
+    """A two-time-scale population model (docs/model.md).
 
     Parameters
     ----------
@@ -173,11 +73,15 @@ class Model:
     eps:
         ε > 0, the ratio of the fast (θ) to the slow (h) time scale.
     selection:
-        ``Replicator(rate)``, ``BoltzmannJump(rate, pressure, copy)``,
-        ``Truncation(rate, fraction, copy)`` or ``None`` (off).
+        A selection rule: ``Replicator(rate, copy)``, ``BoltzmannJump(rate, pressure, copy)``,
+        ``Truncation(rate, fraction, copy)``, ``PBT(interval, fraction, copy, rank_on)``, or
+        ``None`` (off).
     mutation:
-        ``Diffusion(coefficient)`` (continuous, D ∂²_h), ``GaussianJump(std)`` (at copy events
-        of the jump rules) or ``None`` (off).
+        A mutation rule, a list of them, or ``None``: ``Diffusion(coefficient)`` acts over
+        time (D ∂²_h); ``GaussianJump(std)``, ``Perturb(factors)`` and
+        ``PriorResample(probability, prior)`` perturb each copied h (explore), so they need a
+        selection rule with copy events (jumps, truncation, PBT). Explore kernels listed
+        together are applied one after another.
     mobility:
         m > 0, a number or a callable ``m(h)``; scales the speed of the fast dynamics and leaves
         the Gibbs measure π_h ∝ exp(−L/T) unchanged. Defaults to 1.
@@ -197,7 +101,7 @@ class Model:
 
     def __init__(self, loss: FieldFn, fitness: FieldFn | None = None, *,
                  temperature: Scalar | HFn = 1.0, eps: float = 0.01,
-                 selection: Replicator | None = None, mutation: Diffusion | None = None,
+                 selection: SelectionRule | None = None, mutation: Any = None,
                  mobility: Scalar | HFn = 1.0, name: str | None = None,
                  loss_grad: Callable | None = None, quadratic: tuple | None = None):
         if not callable(loss):
@@ -205,17 +109,17 @@ class Model:
         if fitness is not None and not callable(fitness):
             raise TypeError(f"fitness must be a callable fitness(theta, h) or None, "
                             f"got {_short(fitness)}")
-        if selection is not None and not isinstance(selection, SELECTION_RULES):
-            raise TypeError(f"selection must be pp.Replicator, pp.BoltzmannJump, "
-                            f"pp.Truncation or None, got {_short(selection)}")
-        if mutation is not None and not isinstance(mutation, MUTATIONS):
-            raise TypeError(f"mutation must be pp.Diffusion(coefficient), "
-                            f"pp.GaussianJump(std) or None, got {_short(mutation)}")
-        if isinstance(mutation, GaussianJump) and not isinstance(selection,
-                                                                 (BoltzmannJump, Truncation)):
-            raise ValueError("mutation=GaussianJump acts at copy events, so it needs "
-                             "selection=pp.BoltzmannJump(...) or pp.Truncation(...); use "
-                             "pp.Diffusion(D) with Replicator selection")
+        if selection is not None and not isinstance(selection, SelectionRule):
+            raise TypeError(f"selection must be a selection rule (pp.Replicator, "
+                            f"pp.BoltzmannJump, pp.Truncation, pp.PBT) or None, got "
+                            f"{_short(selection)}")
+        mutations = check_mutations(mutation)
+        kernels = [m for m in mutations if not m.continuous]
+        if kernels and (selection is None or not selection.accepts_explore):
+            names = ", ".join(type(m).__name__ for m in kernels)
+            raise ValueError(f"mutation={names} acts at copy events, so it needs a selection "
+                             f"rule with copies (pp.BoltzmannJump, pp.Truncation, pp.PBT); use "
+                             f"pp.Diffusion(D) with Replicator selection")
         if selection is not None and fitness is None:
             raise ValueError("fitness is None but selection is on; give fitness=F(theta, h) "
                              "or selection=None")
@@ -226,6 +130,7 @@ class Model:
         self.eps = positive_float("eps", eps)
         self.selection = selection
         self.mutation = mutation
+        self.mutations = mutations
         self.name = name
         if loss_grad is not None and not callable(loss_grad):
             raise TypeError(f"loss_grad must be a callable loss_grad(theta, h) returning "
@@ -287,12 +192,41 @@ class Model:
             "loss_grad": fn(getattr(self, "loss_grad", None)),
             "quadratic": None if getattr(self, "quadratic", None) is None else
             [fn(v) if callable(v) else np.asarray(v).tolist() for v in self.quadratic],
-            "selection": None if self.selection is None else
-            {"rule": type(self.selection).__name__, **asdict(self.selection)},
-            "mutation": None if self.mutation is None else
-            {"kind": type(self.mutation).__name__, **asdict(self.mutation)},
+            "selection": None if self.selection is None else self.selection.describe(),
+            "mutation": (None if not self.mutations else
+                         self.mutations[0].describe() if len(self.mutations) == 1 else
+                         [m.describe() for m in self.mutations]),
         }
+
+    # -- the rules' grid faces -----------------------------------------------------------
+    @property
+    def selection_active(self) -> bool:
+        """True when a selection rule is set and switched on."""
+        return self.selection is not None and self.selection.active
+
+    @property
+    def diffusion_coefficient(self) -> float:
+        """D of the diffusive mutation D Δ_h (0 if none)."""
+        return sum(m.diffusion_coefficient for m in self.mutations)
+
+    def explore_kernel(self, setting: Setting):
+        """The kernel K applied to each copied h (the composition of the explore rules), or
+        None."""
+        kernels = [m.kernel(setting) for m in self.mutations if not m.continuous]
+        kernels = [k for k in kernels if k is not None]
+        if not kernels:
+            return None
+        return kernels[0] if len(kernels) == 1 else Compose(kernels)
+
+    def mutation_steps(self, setting: Setting) -> list:
+        """The sub-steps of the continuous mutations."""
+        steps = [m.grid_step(setting) for m in self.mutations if m.continuous]
+        return [s for s in steps if s is not None]
 
     def __repr__(self) -> str:
         return (f"Model(name={self.name!r}, eps={self.eps}, selection={self.selection}, "
                 f"mutation={self.mutation})")
+
+
+__all__ = ["Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion", "GaussianJump",
+           "Perturb", "PriorResample", "MutationRule", "SelectionRule"]

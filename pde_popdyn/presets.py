@@ -170,3 +170,15 @@ def build(name: str, params: dict[str, Any] | None = None) -> GaussianProblem:
     prob = replace(base, **params)
     prob.preset_name = name
     return prob
+
+
+def model_from_attrs(attrs: dict[str, Any]):
+    """The model of a preset run from a snapshot file's attributes (None if the run did not
+    come from a preset, or the preset cannot be rebuilt)."""
+    preset = attrs.get("preset")
+    if not isinstance(preset, dict) or "name" not in preset:
+        return None
+    try:
+        return build(preset["name"], preset.get("params")).model()
+    except (ValueError, TypeError):
+        return None

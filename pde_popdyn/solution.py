@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from . import diagnostics as _diag
+from . import plot
+from .gibbs import gibbs
 from .grid import Grid
 from .model import Model
 
@@ -29,6 +32,9 @@ class Solution:
     a joint run, ⟨F̄⟩_ρ for a reduced one), and, from :mod:`pde_popdyn.diagnostics`,
     ``effective_fitness``, ``mean_effective_fitness``, ``cov_h_fitness``, ``price_residual``,
     ``distance_to_optimum``, ``slow_manifold_distance`` and ``diagnostics()``.
+
+    ``stop_reason`` says why the run ended: 't_final', 'steady_state', 'tracker', 'guard'
+    or 'interrupted' (see :mod:`pde_popdyn.trackers`).
     """
 
     t: np.ndarray
@@ -37,7 +43,7 @@ class Solution:
     model: Model | None = None
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = "joint"
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    stop_reason: str = "t_final"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -141,10 +147,17 @@ class Solution:
         return out
 
     # -- two-time-scale diagnostics (pde_popdyn.diagnostics) -------------------------------
-    @property
+    @cached_property
     def effective_fitness(self) -> np.ndarray:
         """The fitness on grid.h the reduced dynamics select on (F̄, or F̄_α for jumps)."""
         return _diag.effective_fitness_on_grid(self)
+
+    @cached_property
+    def gibbs_state(self) -> np.ndarray:
+        """π_h(θ) on the grid (the discrete Gibbs state of the fast step), shape grid.shape."""
+        if self.model is None:
+            raise ValueError("this solution has no model, so pi_h is unknown")
+        return gibbs(self.model, self.grid, check=False)
 
     @property
     def mean_effective_fitness(self) -> np.ndarray:
@@ -187,25 +200,20 @@ class Solution:
     # -- figures (thin wrappers of pde_popdyn.plot) ------------------------------------------
     def plot_density(self, times=None, axes=None):
         """f(θ, h) (or ρ for a reduced run) at the saved times nearest to ``times``."""
-        from . import plot
         return plot.densities(self, times, axes=axes)
 
     def plot_kymograph(self, ax=None, hstar: float | None = None, theory: tuple | None = None):
         """ρ(t, h) over time with the mean of h, h* and an optional theory curve."""
-        from . import plot
         return plot.kymograph(self, ax=ax, hstar=hstar, theory=theory)
 
     def plot_moments(self, ax=None, theory=()):
         """Mean and variance of h over time against theory curves ``(t, mean, var, label)``."""
-        from . import plot
         return plot.moments(self, ax=ax, theory=theory)
 
     def plot_particles(self, samples, t: float | None = None, axis: str = "h", ax=None):
         """A histogram of agents' h (or θ) over this solution's marginal at time ``t``."""
-        from . import plot
         return plot.particles(samples, self, t, axis=axis, ax=ax)
 
     def animate(self, path, field: str = "rho", **kwargs):
         """Save ρ(t, h) or f(t, θ, h) over time as a GIF (Pillow writer); returns the path."""
-        from . import plot
         return plot.animate(self, path, field=field, **kwargs)

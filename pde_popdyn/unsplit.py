@@ -11,13 +11,14 @@ P = I + (G + κ(F − F_max))/c is non-negative and
     e^{τ(G + κF)} u = e^{κ F_max τ} Σ_n Poisson(n; cτ) Pⁿ u       (uniformisation).
 
 Every term is non-negative, so the step is positive; the series is cut where the Poisson tail is
-below 1e-17, so the step is exact in time to round-off: the only error left is the spatial one,
+below 1e-17 (:mod:`pde_popdyn.fast.uniformisation`), so the step is exact in time to round-off: the only error left is the spatial one,
 and Δt only sets how often states are saved. Renormalising u gives f, mass-exact. With selection
 and mutation off, P π = π column by column, so the discrete Gibbs state stays fixed.
 
 The cost of a step is about cτ sweeps of the grid and c grows like 1/ε: this integrator is the
 fast choice for moderate ε (no splitting error means a few large steps), while the split
-solver (``splitting="strang"``) is asymptotic-preserving and the one to use for small ε.
+solver (the default ``integrator="split"``) is asymptotic-preserving and the one to use for
+small ε.
 :class:`UnsplitStep` refuses runs that would need more than ``max_sweeps`` sweeps and names the
 split solver instead.
 """
@@ -25,26 +26,11 @@ split solver instead.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln
 
 from ._kernels import uniformised_series
+from .fast.uniformisation import NEGLIGIBLE_WEIGHT, poisson_weights
 
-_TAIL = 1e-17
 _MAX_DECAY = 50.0           # κ (F_max − F_min) τ per sub-step: no underflow of the series
-
-
-def poisson_weights(lam: float) -> np.ndarray:
-    """Poisson(n; λ) for n = 0..K with the tail beyond K below 1e-17, normalised (log domain)."""
-    kmax = int(np.ceil(lam + 12.0 * np.sqrt(lam) + 40.0))
-    n = np.arange(kmax + 1)
-    lw = n * np.log(max(lam, 1e-300)) - lam - gammaln(n + 1)
-    w = np.exp(lw - lw.max())
-    w /= w.sum()
-    tail = np.cumsum(w[::-1])[::-1]                  # tail[k] = P(N ≥ k)
-    keep = np.flatnonzero(tail >= _TAIL)
-    k = int(keep[-1]) if keep.size else 0
-    w = w[:k + 1]
-    return w / w.sum()
 
 
 class UnsplitStep:
@@ -93,7 +79,7 @@ class UnsplitStep:
         self.stay = 1.0 - out / c
         self.pu = (op.up / c).reshape((nt - 1,) + hs)
         self.pd = (op.down / c).reshape((nt - 1,) + hs)
-        self.periodic_theta = op.periodic
+        self.periodic_theta = op.periodic[0]
         self.puw = (op.up_wrap / c).reshape(hs)
         self.pdw = (op.down_wrap / c).reshape(hs)
         self.ph = [r / c for r in self.h_rates]
@@ -113,9 +99,9 @@ class UnsplitStep:
         need = self.c * t_span
         if need > self.max_sweeps:
             raise ValueError(
-                f"splitting='exact' would need about {need:.3g} sweeps of the grid for this run "
-                f"(its cost grows like t/ε and 1/Δθ²); use splitting='strang', which is "
-                f"asymptotic-preserving and takes any Δt/ε")
+                f"integrator='uniformisation' would need about {need:.3g} sweeps of the grid for "
+                f"this run (its cost grows like t/ε and 1/Δθ²); use the default "
+                f"integrator='split', which is asymptotic-preserving and takes any Δt/ε")
 
     def _h_slices(self):
         """Per mutating h-axis: (rate, lo, hi, first, last) index tuples for the sweep."""
@@ -172,7 +158,7 @@ class UnsplitStep:
         for wk in w[1:]:
             self._sweep(x, y, tmp)
             x, y = y, x
-            if wk > 1e-19:      # far below the Poisson bulk a term cannot change acc
+            if wk > NEGLIGIBLE_WEIGHT:      # far below the Poisson bulk a term cannot change acc
                 np.multiply(x, wk, out=tmp)
                 acc += tmp
         self.sweeps += w.size - 1

@@ -122,31 +122,44 @@ def test_resume_preset_equals_uninterrupted_run(tmp_path):
         pp.resume(path, 0.25)
 
 
-def test_keyboard_interrupt_leaves_a_clean_file(tmp_path, monkeypatch):
-    solve_mod = importlib.import_module("pde_popdyn.solve")
-    real = solve_mod.integrate
-
-    def interrupted(step, f0, schedule, **kw):
-        calls = [0]
-
-        def step_then_ctrl_c(f, dt):
-            calls[0] += 1
-            if calls[0] > 9:
-                raise KeyboardInterrupt
-            return step(f, dt)
-        return real(step_then_ctrl_c, f0, schedule, **kw)
-
-    monkeypatch.setattr(solve_mod, "integrate", interrupted)
+def test_ctrl_c_returns_the_run_so_far_and_resume_completes_it(tmp_path):
+    """The first SIGINT ends the run after the step in flight: the state is saved, the file is
+    closed as interrupted, the result so far is returned, and pp.resume continues it to the
+    uninterrupted run's final state."""
+    def ctrl_c(t, f, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 9:
+            os.kill(os.getpid(), signal.SIGINT)
     path = tmp_path / "ctrl_c.h5"
-    with pytest.raises(KeyboardInterrupt):
-        preset_run(path, t_final=1.0, save_every=2)
-    monkeypatch.undo()
+    part, _, _ = preset_run(path, t_final=1.0, save_every=2, trackers=[ctrl_c])
+    assert part.stop_reason == "interrupted"
     full, _, _ = preset_run(None, t_final=1.0, save_every=2)
     with h5py.File(path, "r") as f:  # plain open: the writer closed the file cleanly
         assert f.attrs["status"] == "interrupted"
     back = pp.load(path)
-    assert len(back.t) == 5  # steps 0, 2, 4, 6, 8 were saved before step 10 was interrupted
-    assert np.array_equal(back.f, full.f[:5]) and np.array_equal(back.t, full.t[:5])
+    # steps 0, 2, 4, 6, 8 were saved, then step 9, after which the Ctrl-C was handled
+    assert np.allclose(back.t, list(full.t[:5]) + [9 * DT], rtol=0, atol=1e-15)
+    assert np.array_equal(back.f[:5], full.f[:5])
+    res = pp.resume(path, 1.0)
+    assert res.stop_reason == "t_final"
+    assert np.abs(res.f[-1] - full.f[-1]).max() <= 1e-13
+
+
+def test_hard_keyboard_interrupt_keeps_the_saved_snapshots(tmp_path):
+    """A KeyboardInterrupt that is not the handled first SIGINT (here raised by a tracker)
+    ends the run at its last saved state, with the file closed as interrupted."""
+    def boom(t, f, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 9:
+            raise KeyboardInterrupt
+    path = tmp_path / "hard.h5"
+    part, _, _ = preset_run(path, t_final=1.0, save_every=2, trackers=[boom])
+    full, _, _ = preset_run(None, t_final=1.0, save_every=2)
+    assert part.stop_reason == "interrupted"
+    assert np.array_equal(part.f, full.f[:5]) and np.array_equal(part.t, full.t[:5])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+    assert np.array_equal(pp.load(path).f, full.f[:5])
 
 
 # -- crash safety ------------------------------------------------------------------------------
@@ -159,7 +172,6 @@ KILLED_RUN = textwrap.dedent("""
     pp.solve(prob.model(), grid, prob.initial(grid), 1000.0, 1 / 64, save_every=1,
              progress=False, output=sys.argv[1])
 """)
-
 
 def _wait_for_snapshots(path, proc, n, timeout=60.0):
     t0 = time.time()

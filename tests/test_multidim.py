@@ -5,9 +5,7 @@ import pytest
 
 import pde_popdyn as pp
 from pde_popdyn.exact import gaussian_moments
-from pde_popdyn.model import Diffusion, Replicator
-from pde_popdyn.solve import slow_substeps
-from pde_popdyn.splitting import Schedule, compose, integrate
+from pde_popdyn.rules import Diffusion, Replicator
 
 # linear-Gaussian problem in z = (θ, h1, h2): L = K/2 (θ − a1 h1 − a2 h2)², quadratic F
 K, A1, A2, T, EPS, KAPPA, D = 1.0, 0.7, 0.4, 0.08, 0.2, 0.8, 0.03
@@ -88,9 +86,9 @@ def test_three_d_run_is_the_product_of_lower_dimensional_runs():
     f3 = f2[:, :, None] * r1[None, None, :]
     sol3 = pp.solve(m3, g3, f3, 0.5, 0.05, progress=False)
     sol2 = pp.solve(m2, g2, f2, 0.5, 0.05, progress=False)
-    steps = slow_substeps(Replicator(1.5), Diffusion(0.02), F2(g1.h), g1)
-    _, rho = integrate(compose(steps, "strang"), r1, Schedule.make(0, 0.5, 0.05, None),
-                       progress=False)
+    m1 = pp.Model(loss=lambda th, h: 0.5 * th ** 2, selection=Replicator(1.5),
+                  mutation=Diffusion(0.02), fitness=lambda th, h: F2(h), temperature=1.0)
+    rho = pp.solve_reduced(m1, g1, r1, 0.5, 0.05, fitness=F2(g1.h), progress=False).f
     expected = sol2.f[-1][:, :, None] * rho[-1][None, None, :]
     np.testing.assert_allclose(sol3.f[-1], expected, rtol=1e-10, atol=1e-13 * expected.max())
 

@@ -528,7 +528,7 @@ def test_from_snapshots_resumes_the_stream():
 
 def test_effective_fitness_from_the_gibbs_module():
     """Without a callable, fitness_mode='effective' takes F̄ by quadrature on the grid."""
-    from pde_popdyn.particles import _resolve_effective
+    from pde_popdyn.particles.simulate import _resolve_effective
 
     grid = pp.Grid(theta=(-4, 4, 64), h=(-2, 2, 32))
     model = quadratic_model(GP)

@@ -7,7 +7,8 @@ import pde_popdyn as pp
 from pde_popdyn.exact import reduced_gaussian
 from pde_popdyn.gibbs import effective_fitness
 from pde_popdyn.presets import GaussianProblem
-from pde_popdyn.reduced import (mehler_log_kernel, mehler_solution, solve_reduced,
+from pde_popdyn.exact import (mehler_log_kernel, mehler_solution)
+from pde_popdyn.reduced import (solve_reduced,
                                 steady_state)
 
 # θ-box wide enough that π_h = N(h, T/K) is not truncated for any h in the h-box

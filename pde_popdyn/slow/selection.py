@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clip import ClipLedger
+
 
 class ReplicatorStep:
     """Exact replicator step for fitness values ``fitness`` (any shape matching f)."""
@@ -122,7 +124,8 @@ class TruncationMap:
     """
 
     def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None,
-                 h_ndim: int = 1):
+                 h_ndim: int = 1, ledger: ClipLedger | None = None):
+        self.ledger = ledger if ledger is not None else ClipLedger()
         self.h_ndim = h_ndim
         self.fitness = np.asarray(fitness, dtype=float)
         self.q = float(fraction)
@@ -164,4 +167,6 @@ class TruncationMap:
         if self.kernel is not None:
             gain = self.kernel(gain)
         out = f - bottom + gain * (target / gain.sum())
-        return np.maximum(out, 0.0)
+        # f − bottom ≥ 0 up to round-off (the fractional set takes at most f); the ledger
+        # records what the clip removes, so negativity cannot hide behind it
+        return self.ledger.clip("selection", out, mass)

@@ -1,0 +1,165 @@
+"""Jump selection rules: Boltzmann (genetic-algorithm / BGK) jumps and truncation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import positive_float
+from ..slow.agents import weighted_choice
+from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
+from .base import SelectionRule, Setting, check_copy
+
+JUMP_ORDERS = (1, 2)
+
+
+class _JumpRule(SelectionRule):
+    """A rule of the form ∂_t f = λ (M[f] − f): at rate λ an agent is replaced by a draw from
+    the selection map M (which includes the explore kernel K at the copies).
+
+    Grid: the exponential midpoint rule of :class:`~pde_popdyn.slow.selection.JumpStep`
+    (positive, mass-exact, second order). Agents: each agent jumps with probability
+    1 − e^{−λτ}; with ``jump_order=2`` (the simulator's default) the jumpers take their new
+    state from a half-step population, the particle version of the same midpoint rule.
+    """
+
+    def mapping(self, fitness: np.ndarray, setting: Setting):
+        raise NotImplementedError
+
+    def grid_step(self, fitness, setting: Setting):
+        if not self.active:
+            return None
+        return JumpStep(self.mapping(fitness, setting), self.rate)
+
+    def particle_step(self, sim, P, tau: float):
+        if not self.active:
+            return P
+        if sim.o["jump_order"] == 2:
+            P_half = self._jump(sim, P, P, -np.expm1(-0.5 * self.rate * tau))
+            return self._jump(sim, P, P_half, -np.expm1(-self.rate * tau))
+        return self._jump(sim, P, P, -np.expm1(-self.rate * tau))
+
+    def _jump(self, sim, target, donors, prob: float):
+        """Each agent of ``target`` jumps with probability ``prob`` and takes its state from
+        the selection map applied to ``donors``."""
+        jumpers = np.flatnonzero(sim.rng.random(sim.n) < prob)
+        F = sim.selection_fitness(donors)
+        return self.particle_map(sim, target, donors, jumpers, F)
+
+    def particle_map(self, sim, target, donors, jumpers, F):
+        raise NotImplementedError
+
+    def price_rate(self, f, fitness, setting: Setting) -> np.ndarray:
+        """λ (E_{M[f]}[h] − E_f[h])."""
+        if not self.active:
+            return np.zeros(setting.grid.ndim_h)
+        mf = self.mapping(fitness, setting)(f)
+        return self.rate * (setting.mean_h(mf) - setting.mean_h(f))
+
+
+@dataclass(frozen=True)
+class BoltzmannJump(_JumpRule):
+    """Boltzmann (genetic-algorithm / BGK) jump selection at rate λ with pressure α.
+
+    At rate λ an agent copies a donor chosen with probability ∝ ω = e^{αF}. With K the explore
+    kernel applied at each copy (the identity without one):
+
+    * ``copy="both"``: ∂_t f = 𝓛_ε f + λ ( K *_h (ω f) / ⟨ω⟩_f − f ),
+    * ``copy="h"``:    ∂_t f = 𝓛_ε f + λ ( f^θ(θ) · K *_h (∫ ω f dθ) / ⟨ω⟩_f − f ),
+      with f^θ = ∫ f dh.
+
+    As ε → 0: ∂_t ρ = λ ( K * (W ρ)/⟨W⟩_ρ − ρ ) with W(h) = E_{π_h} e^{αF} = e^{α F̄_α(h)}, the
+    same for both copy modes.
+    """
+
+    rate: float = 1.0
+    pressure: float = 1.0
+    copy: str = "both"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("BoltzmannJump rate", self.rate,
+                                                        allow_zero=True))
+        object.__setattr__(self, "pressure", positive_float("BoltzmannJump pressure",
+                                                            self.pressure))
+        object.__setattr__(self, "copy", check_copy("BoltzmannJump", self.copy))
+
+    def mapping(self, fitness, setting: Setting):
+        return BoltzmannMap(fitness, self.pressure, self.copy, setting.explore,
+                            h_ndim=setting.h_ndim)
+
+    def reduced_fitness(self, ctx) -> np.ndarray:
+        """F̄_α = α⁻¹ log E_{π_h} e^{αF}."""
+        return ctx.effective_fitness(self.pressure)
+
+    @property
+    def reduced_fitness_name(self) -> str:
+        return f"F̄_α (α={self.pressure:g})"
+
+    def particle_map(self, sim, target, donors, jumpers, F):
+        if jumpers.size == 0:
+            return target
+        w = np.exp(self.pressure * (F - F.max()))
+        src = weighted_choice(w, jumpers.size, sim.rng)
+        return sim.assign(target, donors, jumpers, src, copy=self.copy, explore=True)
+
+
+@dataclass(frozen=True)
+class Truncation(_JumpRule):
+    """Continuous-time truncation selection at rate λ with fraction q.
+
+    At rate λ the agents in the bottom fraction q of fitness copy a uniformly chosen agent of
+    the top fraction q:
+
+        ∂_t f = λ ( K *_h ( f 1{F ≥ φ_{1−q}[f]} ) − f 1{F ≤ φ_q[f]} ),
+
+    φ_q the q-quantile of F under f (cells straddling a quantile are split so that each set
+    holds exactly mass q); with ``copy="h"`` the copied hyperparameters are attached to the
+    copier's own θ. As ε → 0 the reduced rule ranks on F̄ (the limit of selection on the
+    effective fitness). For PBT's discrete generations see :class:`pde_popdyn.PBT`.
+    On agents, the ⌊qN⌋ lowest copy from the ⌊qN⌋ highest.
+    """
+
+    rate: float = 1.0
+    fraction: float = 0.2
+    copy: str = "both"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("Truncation rate", self.rate,
+                                                        allow_zero=True))
+        q = positive_float("Truncation fraction", self.fraction)
+        if q > 0.5:
+            raise ValueError(f"Truncation fraction must be in (0, 0.5], got {q}: the bottom "
+                             f"and top fractions may not overlap")
+        object.__setattr__(self, "fraction", q)
+        object.__setattr__(self, "copy", check_copy("Truncation", self.copy))
+
+    def mapping(self, fitness, setting: Setting):
+        return TruncationMap(fitness, self.fraction, self.copy, setting.explore,
+                             h_ndim=setting.h_ndim, ledger=setting.ledger)
+
+    def check_particles(self, n: int, options: dict) -> None:
+        if int(np.floor(self.fraction * n)) < 1:
+            raise ValueError(f"Truncation(fraction={self.fraction}) selects floor(q·n) = 0 of "
+                             f"n={n} agents; use more agents or a larger fraction")
+
+    def particle_map(self, sim, target, donors, jumpers, F):
+        # M[donors] = donors with its bottom ⌊qN⌋ replaced by copies of its top ⌊qN⌋
+        n = sim.n
+        k = int(np.floor(self.fraction * n))
+        part = np.argpartition(F, (k - 1, n - k))
+        bottom, top = part[:k], part[n - k:]
+        is_bottom = np.zeros(n, dtype=bool)
+        is_bottom[bottom] = True
+        if jumpers.size == 0:
+            return target
+        jb = jumpers[is_bottom[jumpers]]          # jumpers that M replaces by a top copy
+        jn = jumpers[~is_bottom[jumpers]]         # jumpers that M leaves as the donors' agent
+        src = top[sim.rng.integers(0, k, jb.size)]
+        out = sim.assign(target, donors, jb, src, copy=self.copy, explore=True)
+        if jn.size and donors is not target:
+            out = sim.assign(out, donors, jn, jn, copy="both", explore=False, fresh=False)
+        return out
+
+
+__all__ = ["BoltzmannJump", "Truncation"]

@@ -1,0 +1,131 @@
+"""Replicator selection (proportional imitation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import positive_float
+from ..slow.imitation import ImitationStep
+from ..slow.selection import ReplicatorStep
+from .base import SelectionRule, Setting, check_copy
+
+
+@dataclass(frozen=True)
+class Replicator(SelectionRule):
+    """Replicator selection (proportional imitation) at rate κ.
+
+    Agents: each ordered pair (i, j) fires at rate (κ/N)(F_j − F_i)⁺ and i copies j. The
+    mean-field term is
+
+        ∂_t f = … + κ (F − ⟨F⟩_f) f,    ⟨F⟩_f = ∫∫ F f dθ dh,
+
+    whose sub-step is exact: f ← f e^{κτF} / ∫∫ f e^{κτF} (log domain). The equation
+    linearises: f = u/∫u with ∂_t u = … + κ F u. As ε → 0 it becomes
+    ∂_t ρ = κ (F̄ − ⟨F̄⟩_ρ) ρ with the effective fitness F̄(h) = ∫ F π_h dθ.
+
+    Parameters
+    ----------
+    rate:
+        κ ≥ 0 (0 switches selection off).
+    copy:
+        'both' (default): the copier takes (θ, h). 'h': it keeps its θ and takes h only; the
+        mean-field term is then the kinetic gain–loss operator of proportional imitation
+        (see :mod:`pde_popdyn.slow.imitation`), and the reduced equation is the same as for
+        'both'.
+    """
+
+    rate: float = 1.0
+    copy: str = "both"
+
+    accepts_explore = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", positive_float("Replicator rate", self.rate,
+                                                        allow_zero=True))
+        object.__setattr__(self, "copy", check_copy("Replicator", self.copy))
+
+    @property
+    def linear_rate(self) -> float | None:
+        return self.rate if self.copy == "both" else None
+
+    # -- grid --------------------------------------------------------------------------
+    def grid_step(self, fitness, setting: Setting):
+        if not self.active:
+            return None
+        if self.copy == "h" and setting.joint:
+            return ImitationStep(fitness, self.rate, setting.grid)
+        return ReplicatorStep(fitness, self.rate, 1.0)
+
+    # -- particles -----------------------------------------------------------------------
+    def check_particles(self, n: int, options: dict) -> None:
+        if self.copy == "h" and options["replicator"] != "pairwise":
+            raise ValueError("Replicator(copy='h') on agents needs replicator='pairwise' "
+                             "(proportional imitation); resampling copies whole agents")
+
+    def particle_step(self, sim, P, tau: float):
+        if not self.active:
+            return P
+        if sim.o["replicator"] == "pairwise":
+            return self._pairwise(sim, P, tau)
+        return self._resample(sim, P, tau)
+
+    def _resample(self, sim, P, tau: float):
+        """Weights e^{κτ(F − max F)}, then resampling (or, with ``ess_threshold < 1``, the
+        log-weights accumulate until the effective sample size drops below the threshold)."""
+        F = sim.selection_fitness(P)
+        kt = self.rate * tau
+        thr = sim.o["ess_threshold"]
+        if thr >= 1.0 and sim.logw is None:
+            w = np.subtract(F, F.max())
+            w *= kt
+            np.exp(w, out=w)
+            sim.stats["resamples"] += 1
+            return sim.resample(P, w)
+        lw = np.multiply(F, kt)
+        sim.logw = lw if sim.logw is None else sim.logw + lw
+        if thr < 1.0:
+            # the ESS fraction (Σw)²/(m Σw²) on a fixed stride subsample of m ≤ 16384 agents:
+            # a cheap trigger; which steps resample does not bias the weighted measure
+            sub = sim.logw[::max(1, sim.n // 16384)]
+            w = np.exp(sub - sub.max())
+            if w.sum() ** 2 >= thr * w.size * np.dot(w, w):
+                return P
+        return sim.flush_weights(P)
+
+    def _pairwise(self, sim, P, tau: float):
+        """Proportional imitation: per sub-step τ_s every agent draws a partner j uniformly
+        and copies it with probability κτ_s(F_j − F_i)⁺ (τ split so that it is ≤ 1)."""
+        F = sim.selection_fitness(P)
+        spread = float(F.max() - F.min())
+        nsub = max(1, int(np.ceil(self.rate * tau * spread)))
+        sim.stats["pairwise_max_substeps"] = max(sim.stats["pairwise_max_substeps"], nsub)
+        ts = tau / nsub
+        for _ in range(nsub):
+            j = sim.rng.integers(0, sim.n, sim.n)
+            p = self.rate * ts * np.maximum(F[j] - F, 0.0)
+            hit = np.flatnonzero(sim.rng.random(sim.n) < p)
+            if hit.size:
+                src = j[hit]
+                P = sim.assign(P, P, hit, src, copy=self.copy, explore=False)
+                F = F.copy()
+                if self.copy == "both":
+                    F[hit] = F[src]
+                else:
+                    F[hit] = sim.selection_fitness(P)[hit]
+        return P
+
+    # -- Price -------------------------------------------------------------------------
+    def price_rate(self, f, fitness, setting: Setting) -> np.ndarray:
+        """κ Cov_f(h, F)."""
+        if not self.active:
+            return np.zeros(setting.grid.ndim_h)
+        total = f.sum()
+        eF = (f * fitness).sum() / total
+        return np.array([self.rate * ((f * fitness * x).sum() / total
+                                      - eF * (f * x).sum() / total)
+                         for x in setting.h_coords(f.ndim)])
+
+
+__all__ = ["Replicator"]
