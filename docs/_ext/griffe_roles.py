@@ -4,8 +4,8 @@ The docstrings are numpy style and use a few Sphinx conventions that Markdown do
 
 * cross-reference roles, ``:func:`pde_popdyn.solve```, ``:class:`~pde_popdyn.grid.Grid```,
   ``:mod:``, ``:meth:``, ``:attr:``. A role whose target is a public name of the package
-  (``pde_popdyn.NAME``, or ``pde_popdyn.module.NAME`` re-exported as ``pde_popdyn.NAME``)
-  becomes a link to its API entry; any other target becomes inline code (``~`` keeps the last
+  (``pde_popdyn.NAME``, or any path by which ``pde_popdyn/__init__.py`` re-exports it) becomes
+  a link to its API entry; any other target becomes inline code (``~`` keeps the last
   component, as in Sphinx). Only public names are linked because only they are rendered: a
   link to a private helper would be a dangling reference.
 * the literal-block marker ``::`` that ends a paragraph before an indented code block; in
@@ -17,36 +17,20 @@ The docstrings themselves are not changed; only what the documentation shows.
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import re
 from pathlib import Path
 
 import griffe
 
+_spec = importlib.util.spec_from_file_location("_pde_popdyn_docs_reexports",
+                                               Path(__file__).with_name("reexports.py"))
+reexports = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reexports)
+
 _ROLE = re.compile(r":(?:py:)?(func|class|mod|meth|attr|data|obj|exc):`(~?)([\w.]+)(?:\(\))?`")
 _LITERAL_END = re.compile(r"(?<=\S)::[ \t]*$", re.MULTILINE)
 _LITERAL_ALONE = re.compile(r"^[ \t]*::[ \t]*\n", re.MULTILINE)
-
-
-def _public_names(init: Path) -> dict[str, str]:
-    """Map 'pde_popdyn.NAME' and 'pde_popdyn.<module>.NAME' (the re-exported source) to
-    'pde_popdyn.NAME' for every name that the package's __init__ exports."""
-    tree = ast.parse(init.read_text(encoding="utf-8"))
-    exported: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            exported = set(ast.literal_eval(node.value))
-    names: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            for alias in node.names:
-                public = alias.asname or alias.name
-                if public in exported:
-                    names[f"pde_popdyn.{node.module}.{alias.name}"] = f"pde_popdyn.{public}"
-    for public in exported:
-        names[f"pde_popdyn.{public}"] = f"pde_popdyn.{public}"
-    return names
 
 
 class SphinxRoles(griffe.Extension):
@@ -54,8 +38,8 @@ class SphinxRoles(griffe.Extension):
 
     def __init__(self) -> None:
         super().__init__()
-        init = Path(__file__).resolve().parents[2] / "pde_popdyn" / "__init__.py"
-        self._public = _public_names(init) if init.is_file() else {}
+        # the repository root: docs/_ext/griffe_roles.py -> ../..
+        self._public = reexports.public_targets(Path(__file__).resolve().parents[2])
 
     def _role(self, match: re.Match) -> str:
         _kind, tilde, target = match.groups()

@@ -18,84 +18,35 @@
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import logging
 import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
 
-log = logging.getLogger("mkdocs.hooks.pde_popdyn")
 
-PACKAGE = "pde_popdyn"
+def _sibling(name: str):
+    """Load docs/_ext/<name>.py (hooks are loaded by path, not as part of a package)."""
+    spec = importlib.util.spec_from_file_location(f"_pde_popdyn_docs_{name}",
+                                                  Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reexports = _sibling("reexports")
+log = logging.getLogger("mkdocs.hooks.pde_popdyn")
+PACKAGE = reexports.PACKAGE
 _DIRECTIVE = re.compile(rf"^:::[ \t]+{PACKAGE}\.(\w+)[ \t]*$", re.MULTILINE)
 
 _state: dict = {}
 
 
-# -- static resolution of re-exports ---------------------------------------------------------
-def _module_file(root: Path, dotted: str) -> Path | None:
-    base = root.joinpath(*dotted.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
-    if node.level == 0:
-        return node.module or ""
-    parts = module.split(".")
-    # the package a relative import starts from: the module itself if it is a package
-    anchor = parts if is_package else parts[:-1]
-    anchor = anchor[: len(anchor) - (node.level - 1)]
-    return ".".join(anchor + ([node.module] if node.module else []))
-
-
-def _defining_path(root: Path, module: str, name: str, depth: int = 0) -> str | None:
-    """``module.name`` as the dotted path of its definition, following ``from x import name``
-    re-exports statically; None if it cannot be followed (then the directive is left alone)."""
-    path = _module_file(root, module)
-    if path is None or depth > 10:
-        return None
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    is_package = path.name == "__init__.py"
-    found = None
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.name == name:
-                found = f"{module}.{name}"
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                found = f"{module}.{name}"
-        elif isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                if (alias.asname or alias.name) == name:
-                    source = _absolute(module, is_package, node)
-                    if source.split(".")[0] != PACKAGE:
-                        return None
-                    found = (_defining_path(root, source, alias.name, depth + 1)
-                             or f"{source}.{alias.name}")
-    return found
-
-
-def _exported(root: Path) -> list[str]:
-    """``__all__`` of the package's ``__init__.py``, read statically."""
-    init = _module_file(root, PACKAGE)
-    if init is None:
-        return []
-    for node in ast.parse(init.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            return [str(v) for v in ast.literal_eval(node.value)]
-    return []
-
-
 # -- hooks -----------------------------------------------------------------------------------
 def on_config(config, **kwargs):
     root = Path(config.config_file_path).resolve().parent
-    exported = [n for n in _exported(root) if n != "__version__"]
+    exported = [n for n in reexports.exported(root) if n != "__version__"]
     _state.update(root=root, exported=exported, documented={})
     if not exported:
         log.warning(f"could not read __all__ from {PACKAGE}/__init__.py: the API pages cannot "
@@ -133,7 +84,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
                         f"{PACKAGE}/__init__.py does not export (__all__); remove the line or "
                         f"export the name")
             return match.group(0)
-        target = _defining_path(root, PACKAGE, name)
+        target = reexports.defining_path(root, PACKAGE, name)
         if target is None or target == f"{PACKAGE}.{name}":
             return match.group(0)
         return f"[](){{#{PACKAGE}.{name}}}\n::: {target}"
