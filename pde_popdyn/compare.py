@@ -1,5 +1,5 @@
 """Distances between a particle :class:`~pde_popdyn.particles.Ensemble` and a grid
-:class:`~pde_popdyn.solution.Solution` at matching times (MODEL.md §5: propagation of chaos).
+:class:`~pde_popdyn.solution.Solution` at matching times (propagation of chaos: observables converge like N^{-1/2}).
 
 For agents {(θ_i, h_i)} with empirical measure μ_N and a grid density f (cell averages):
 

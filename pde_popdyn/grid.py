@@ -127,6 +127,8 @@ class Grid:
         Clenshaw–Curtis weights), for ``scheme="spectral"``; h stays uniform (DCT/FFT nodes).
         On any grid ``(f * grid.weights).sum()`` is the mass.
 
+    Notes
+    -----
     Densities have shape ``(*theta_cells, *h_cells)``: θ-axes first, then h-axes. With one axis
     of each kind, ``grid.theta``/``grid.h`` are 1-D arrays of nodes; with several, tuples of
     them (one per axis), and the model's callables receive tuples of mesh arrays (see

@@ -23,12 +23,10 @@ the generation times.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..model import Model
-from ..slow.agents import apply_boundary, systematic_counts, weighted_choice
+from ..slow.agents import systematic_counts, weighted_choice
 from .estimators import kernel_regression, silverman_bandwidth
 from .fast import FastStep
 from .population import Population

@@ -85,7 +85,7 @@ class JumpStep:
 
 
 class BoltzmannMap:
-    """M[f] for Boltzmann jump selection with donor weights ω = e^{αF} (MODEL.md §2).
+    """M[f] for Boltzmann jump selection with donor weights ω = e^{αF} (docs/model.md, "Boltzmann jump").
 
     ``copy="both"``: M[f] = K_σ *_h (ω f) / ⟨ω⟩_f.
     ``copy="h"``:    M[f] = f^θ(θ) · K_σ *_h (∫ ω f dθ) / ⟨ω⟩_f, with f^θ = ∫ f dh.
