@@ -52,20 +52,69 @@ def _kind(sol) -> str:
     return getattr(sol, "kind", "joint")
 
 
+def _haxes(grid) -> tuple[int, ...]:
+    """The h-axes of an array whose last axes are the grid's h-axes."""
+    return tuple(range(-grid.ndim_h, 0))
+
+
+def _h_coords(grid) -> list[np.ndarray]:
+    """The coordinate of each h-axis on the h-grid (arrays of shape ``grid.h_shape``)."""
+    return list(np.meshgrid(*[a.centres for a in grid.h_axes], indexing="ij"))
+
+
+def _per_axis(values: list[np.ndarray]) -> np.ndarray:
+    """Per-h-axis values along t: (n_saved,) for one h-axis, (n_saved, k) for k axes."""
+    return values[0] if len(values) == 1 else np.stack(values, axis=-1)
+
+
 def _rho(sol) -> np.ndarray:
-    """ρ(t, h) normalised to unit mass, shape (n_saved, n_h)."""
+    """ρ(t, h) normalised to unit mass, shape (n_saved, *h_shape)."""
     rho = np.asarray(sol.rho, float)
     w = sol.grid.h_weights
-    return rho / (rho * w).sum(axis=-1, keepdims=True)
+    return rho / (rho * w).sum(axis=_haxes(sol.grid), keepdims=True)
 
 
 def h_moments(sol) -> tuple[np.ndarray, np.ndarray]:
-    """(E[h], Var[h]) under ρ over time."""
+    """(E[h], Var[h]) under ρ over time: shape (n_saved,) each, or (n_saved, k) with k
+    h-axes (the mean and variance of each coordinate)."""
     rho = _rho(sol)
-    h, w = sol.grid.h, sol.grid.h_weights
-    m = (rho * h * w).sum(-1)
-    v = (rho * (h[None, :] - m[:, None]) ** 2 * w).sum(-1)
-    return m, v
+    grid = sol.grid
+    w, ax = grid.h_weights, _haxes(grid)
+    means, variances = [], []
+    for x in _h_coords(grid):
+        m = (rho * x * w).sum(ax)
+        dev = x - m.reshape(m.shape + (1,) * grid.ndim_h)
+        means.append(m)
+        variances.append((rho * dev ** 2 * w).sum(ax))
+    return _per_axis(means), _per_axis(variances)
+
+
+def _discrete_gibbs(model, grid) -> tuple[np.ndarray, np.ndarray]:
+    """π_h ∝ exp(−L/T) at the θ-nodes of every h-node, normalised with the θ-weights (the
+    state the finite-volume fast step leaves invariant), and the θ-weights broadcast to the
+    grid's shape."""
+    th_axes = tuple(range(grid.ndim_theta))
+    phi = model.loss_on(grid) / model.temperature_on(grid.h_mesh())
+    wt = grid.theta_weights.reshape(grid.theta_shape + (1,) * grid.ndim_h)
+    pi = np.exp(-(phi - phi.min(axis=th_axes, keepdims=True)))
+    return pi / (pi * wt).sum(axis=th_axes, keepdims=True), wt
+
+
+def grid_effective_fitness(model, grid) -> np.ndarray:
+    """F̄(h) = Σ_θ π_h F w_θ with the discrete Gibbs state π_h ∝ exp(−L/T) of the grid's
+    θ-nodes (normalised with the θ-weights), on every h-node, shape ``grid.h_shape``; for a
+    :class:`BoltzmannJump` rule of pressure α, F̄_α = α⁻¹ log Σ_θ π_h e^{αF} w_θ. Used on
+    grids with several θ- or h-axes, where the adaptive quadrature of
+    :func:`pde_popdyn.effective_fitness` (one axis of each kind) does not apply."""
+    th_axes = tuple(range(grid.ndim_theta))
+    pi, wt = _discrete_gibbs(model, grid)
+    F = model.fitness_on(grid)
+    if isinstance(model.selection, BoltzmannJump):
+        a = model.selection.pressure
+        top = F.max(axis=th_axes)
+        return top + np.log((pi * wt * np.exp(a * (F - top[(None,) * len(th_axes)])))
+                            .sum(axis=th_axes)) / a
+    return (pi * F * wt).sum(axis=th_axes)
 
 
 def effective_fitness_on_grid(sol) -> np.ndarray:
@@ -78,8 +127,11 @@ def effective_fitness_on_grid(sol) -> np.ndarray:
     if sol.model is None or sol.model.fitness is None:
         raise ValueError("this solution has no fitness on record and no model fitness, so F̄ "
                          "is not defined")
-    from .reduced import default_fitness
-    fbar = default_fitness(sol.model, sol.grid)[0]
+    if sol.grid.ndim_theta > 1 or sol.grid.ndim_h > 1:
+        fbar = grid_effective_fitness(sol.model, sol.grid)
+    else:
+        from .reduced import default_fitness
+        fbar = default_fitness(sol.model, sol.grid)[0]
     if cache is not None:
         cache["effective_fitness"] = fbar
     return fbar
@@ -88,48 +140,77 @@ def effective_fitness_on_grid(sol) -> np.ndarray:
 def mean_effective_fitness(sol) -> np.ndarray:
     """⟨F̄⟩_ρ over time."""
     fbar = effective_fitness_on_grid(sol)
-    return (_rho(sol) * fbar * sol.grid.h_weights).sum(-1)
+    return (_rho(sol) * fbar * sol.grid.h_weights).sum(_haxes(sol.grid))
 
 
 def cov_h_fitness(sol) -> np.ndarray:
-    """Cov_ρ(h, F̄) over time."""
+    """Cov_ρ(h, F̄) over time (one column per h-axis with several)."""
     fbar = effective_fitness_on_grid(sol)
     rho = _rho(sol)
-    w = sol.grid.h_weights
+    grid = sol.grid
+    w, ax, one = grid.h_weights, _haxes(grid), (1,) * grid.ndim_h
     m, _ = h_moments(sol)
-    fm = (rho * fbar * w).sum(-1)
-    return (rho * (sol.grid.h[None, :] - m[:, None]) * (fbar[None, :] - fm[:, None]) * w).sum(-1)
+    m = m.reshape(len(m), -1)
+    fm = (rho * fbar * w).sum(ax)
+    dfit = fbar[None] - fm.reshape(fm.shape + one)
+    return _per_axis([(rho * (x - m[:, i].reshape((-1,) + one)) * dfit * w).sum(ax)
+                      for i, x in enumerate(_h_coords(grid))])
 
 
 def boundary_flux(sol) -> np.ndarray:
-    """B(t): the contribution of diffusive mutation D Δ_h to d/dt E[h] (module docstring)."""
+    """B(t): the contribution of diffusive mutation D Δ_h to d/dt E[h] (module docstring).
+
+    With several h-axes, the part of Δ_h along the other axes integrates to zero, so B of
+    axis i is the one-axis formula applied to the marginal density of h_i.
+    """
     model = sol.model
     mut = None if model is None else model.mutation
     n = len(sol.t)
+    grid = sol.grid
     if not isinstance(mut, Diffusion) or mut.coefficient == 0:
-        return np.zeros(n)
+        return np.zeros(n) if grid.ndim_h == 1 else np.zeros((n, grid.ndim_h))
     rho = _rho(sol)
     D = mut.coefficient
-    ax = sol.grid.h_axis
-    if sol.info.get("scheme") == "spectral":
-        # the mutation step used the continuum eigenvalues: B = D Σ h (Δ_spec ρ) Δh exactly
-        return D * (laplacian_spectral(rho, sol.grid) * sol.grid.h).sum(-1) * ax.width
-    if ax.periodic:
-        return D * (ax.length / ax.width) * (rho[:, 0] - rho[:, -1])
-    return -D * (rho[:, -1] - rho[:, 0])
+    out = []
+    for i, ax in enumerate(grid.h_axes):
+        marg = rho
+        for j in reversed(range(grid.ndim_h)):  # integrate out the other h-axes
+            if j != i:
+                marg = np.tensordot(marg, grid.h_axes[j].weights, axes=([1 + j], [0]))
+        if sol.info.get("scheme") == "spectral":
+            # the mutation step used the continuum eigenvalues: B = D Σ h (Δ_spec ρ) Δh exactly
+            out.append(D * (_laplacian_spectral_axis(marg, ax) * ax.centres).sum(-1)
+                       * ax.width)
+        elif ax.periodic:
+            out.append(D * (ax.length / ax.width) * (marg[:, 0] - marg[:, -1]))
+        else:
+            out.append(-D * (marg[:, -1] - marg[:, 0]))
+    return _per_axis(out)
 
 
 def laplacian_spectral(rho: np.ndarray, grid) -> np.ndarray:
     """∂²_h ρ of the cosine (Neumann) or Fourier (periodic) interpolant, along the last axis."""
+    return _laplacian_spectral_axis(rho, grid.h_axis)
+
+
+def _laplacian_spectral_axis(rho: np.ndarray, ax) -> np.ndarray:
     import scipy.fft as sfft
 
-    from .reduced import continuous_eigenvalues
-    lam = continuous_eigenvalues(grid)
-    if grid.h_axis.periodic:
+    from .slow.mutation import spectral_eigenvalues
+    lam = spectral_eigenvalues(ax.cells, ax.width, ax.periodic)
+    if ax.periodic:
         c = sfft.rfft(rho, axis=-1)
-        return sfft.irfft(-lam * c, n=grid.n_h, axis=-1)
+        return sfft.irfft(-lam * c, n=ax.cells, axis=-1)
     c = sfft.dct(rho, type=2, axis=-1, norm="ortho")
     return sfft.idct(-lam * c, type=2, axis=-1, norm="ortho")
+
+
+def _mean_h_of(g: np.ndarray, grid, coords: list[np.ndarray]) -> np.ndarray:
+    """E[h] (one entry per h-axis) of one state g: a density on the h-grid (reduced) or on the
+    whole grid (joint), with uniform weights (the jump rules act on such grids only)."""
+    lead = g.ndim - grid.ndim_h
+    marg = g.sum(axis=tuple(range(lead))) if lead else g
+    return np.array([(marg * x).sum() / marg.sum() for x in coords])
 
 
 def _selection_term(sol) -> np.ndarray:
@@ -144,24 +225,28 @@ def _selection_term(sol) -> np.ndarray:
         if _kind(sol) == "reduced":
             return sel.rate * cov_h_fitness(sol)
         F = model.fitness_on(grid)
-        f = sol.f / grid.mass(sol.f)[:, None, None]
-        w = grid.weights
-        eh = (f * grid.h[None, None, :] * w).sum(axis=(-2, -1))
-        eF = (f * F * w).sum(axis=(-2, -1))
-        ehF = (f * F * grid.h[None, None, :] * w).sum(axis=(-2, -1))
-        return sel.rate * (ehF - eh * eF)
+        f = sol.f / grid.mass(sol.f).reshape((-1,) + (1,) * len(grid.shape))
+        w, ax = grid.weights, tuple(range(-len(grid.shape), 0))
+        eF = (f * F * w).sum(axis=ax)
+        terms = []
+        for x in grid._coords()[grid.ndim_theta:]:
+            eh = (f * x * w).sum(axis=ax)
+            ehF = (f * F * x * w).sum(axis=ax)
+            terms.append(sel.rate * (ehF - eh * eF))
+        return _per_axis(terms)
     if isinstance(sel, (BoltzmannJump, Truncation)):
         if _kind(sol) == "reduced":
             from .reduced import reduced_substeps
             steps = reduced_substeps(model, grid, effective_fitness_on_grid(sol),
                                      sol.info.get("scheme", "fv"))
-            mean_h = lambda g: (g * grid.h).sum() / g.sum()                   # noqa: E731
         else:
             from .solve import slow_substeps
             steps = slow_substeps(sel, model.mutation, model.fitness_on(grid), grid)
-            mean_h = lambda g: (g.sum(axis=0) * grid.h).sum() / g.sum()       # noqa: E731
         mapping = steps[0].mapping
-        return np.array([sel.rate * (mean_h(mapping(f)) - mean_h(f)) for f in sol.f])
+        coords = _h_coords(grid)
+        out = np.array([sel.rate * (_mean_h_of(mapping(f), grid, coords)
+                                    - _mean_h_of(f, grid, coords)) for f in sol.f])
+        return out[:, 0] if grid.ndim_h == 1 else out
     raise ValueError(f"no Price identity is implemented for selection={sel!r}")
 
 
@@ -176,18 +261,27 @@ def price_residual(sol) -> dict[str, np.ndarray]:
         raise ValueError("the Price residual needs at least 3 saved states (pass a smaller "
                          "save_every)")
     m, _ = h_moments(sol)
-    dm = np.gradient(m, sol.t, edge_order=2)
+    dm = np.gradient(m, sol.t, axis=0, edge_order=2)
     sel = _selection_term(sol)
     bnd = boundary_flux(sol)
     return {"t": np.asarray(sol.t), "dmean_dt": dm, "selection": sel, "boundary": bnd,
             "residual": dm - sel - bnd}
 
 
-def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
+def argmax_fitness(fitness: np.ndarray, h) -> float | tuple[float, ...]:
     """h* = argmax of ``fitness`` on the uniform nodes ``h``, refined by the parabola through
-    the best node and its neighbours (exact for a quadratic)."""
+    the best node and its neighbours (exact for a quadratic). With several h-axes (``h`` a
+    tuple of node arrays, ``fitness`` of the h-grid's shape) the best node is refined along
+    each axis, and h* is a tuple."""
     fitness = np.asarray(fitness, float)
-    j = int(np.argmax(fitness))
+    if isinstance(h, tuple):
+        j = np.unravel_index(int(np.argmax(fitness)), fitness.shape)
+        return tuple(_parabola(fitness[j[:i] + (slice(None),) + j[i + 1:]], np.asarray(x), j[i])
+                     for i, x in enumerate(h))
+    return _parabola(fitness, np.asarray(h), int(np.argmax(fitness)))
+
+
+def _parabola(fitness: np.ndarray, h: np.ndarray, j: int) -> float:
     if j == 0 or j == fitness.size - 1:
         return float(h[j])
     a, b, c = fitness[j - 1], fitness[j], fitness[j + 1]
@@ -197,12 +291,15 @@ def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
     return float(h[j] + 0.5 * (h[1] - h[0]) * (a - c) / denom)
 
 
-def distance_to_optimum(sol, hstar: float | None = None) -> np.ndarray:
-    """|E[h] − h*| over time, h* = argmax F̄ unless given."""
+def distance_to_optimum(sol, hstar=None) -> np.ndarray:
+    """|E[h] − h*| over time (the Euclidean distance with several h-axes), h* = argmax F̄
+    unless given."""
     if hstar is None:
         hstar = argmax_fitness(effective_fitness_on_grid(sol), sol.grid.h)
     m, _ = h_moments(sol)
-    return np.abs(m - hstar)
+    if sol.grid.ndim_h == 1:
+        return np.abs(m - hstar)
+    return np.linalg.norm(m - np.asarray(hstar, float), axis=-1)
 
 
 def slow_manifold_distance(sol) -> np.ndarray:
@@ -216,13 +313,17 @@ def slow_manifold_distance(sol) -> np.ndarray:
     cache = getattr(sol, "_cache", None)
     pi = None if cache is None else cache.get("gibbs")
     if pi is None:
-        pi = gibbs(sol.model, sol.grid, check=False)
+        pi = (gibbs(sol.model, sol.grid, check=False)
+              if sol.grid.ndim_theta == 1 and sol.grid.ndim_h == 1
+              else _discrete_gibbs(sol.model, sol.grid)[0])
         if cache is not None:
             cache["gibbs"] = pi
     grid = sol.grid
     f = np.asarray(sol.f)
-    rho = grid.marginal(f, "h")                                     # (n_saved, n_h)
-    return (np.abs(f - pi[None] * rho[:, None, :]) * grid.weights).sum(axis=(-2, -1))
+    rho = grid.marginal(f, "h")                                     # (n_saved, *h_shape)
+    rho = rho.reshape(rho.shape[:1] + (1,) * grid.ndim_theta + rho.shape[1:])
+    return (np.abs(f - pi[None] * rho) * grid.weights).sum(
+        axis=tuple(range(1, f.ndim)))
 
 
 def diagnostics(sol) -> dict[str, Any]:
@@ -246,4 +347,5 @@ def diagnostics(sol) -> dict[str, Any]:
 
 __all__ = ["h_moments", "effective_fitness_on_grid", "mean_effective_fitness",
            "cov_h_fitness", "boundary_flux", "price_residual", "argmax_fitness",
+           "grid_effective_fitness",
            "distance_to_optimum", "slow_manifold_distance", "diagnostics"]

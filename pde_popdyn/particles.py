@@ -90,6 +90,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._progress import progress_enabled
 from ._validate import _short, density_array, positive_float
 from .grid import Grid
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
@@ -1254,7 +1255,7 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
     save(0)
     if n_steps and strang:
         P = sim.select(P, 0.5 * dt, force_resample=False)
-    disable = None if progress is None else not progress
+    disable = not progress_enabled(progress)
     with tqdm(total=n_steps, disable=disable, desc="particles", unit="step",
               leave=False) as bar:
         for k in range(1, n_steps + 1):

@@ -192,7 +192,7 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         Save every this many steps (the first and last states are always saved). Default:
         about 100 snapshots.
     progress:
-        True/False to show/hide a progress bar; None shows it on a terminal only.
+        True/False to show/hide a progress bar; None shows it on a terminal or in Jupyter.
     check_gibbs:
         Check that the Gibbs measure exp(−L/T) is resolved and confined on the θ-box.
     output:
