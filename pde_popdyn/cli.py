@@ -326,14 +326,37 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_HELP = """usage: pde-popdyn bench [NAME ...] [--quick] [--out DIR] [--list]
+
+Run pde_popdyn's convergence and performance studies (the same as 'python -m benchmarks'
+from the repository root): JSON results and figures in benchmarks/results/, and
+benchmarks/RESULTS.md regenerated.
+
+The benchmarks live in the repository's benchmarks/ folder, which 'pip install .' does not
+install: run this from a checkout installed with 'pip install -e .' (then
+'pde-popdyn bench --help' lists the studies' options), or 'python -m benchmarks' from the
+repository root.
+"""
+
+
+def _benchmarks_root() -> Path | None:
+    """The checkout holding this package and its benchmarks/, or None (an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "benchmarks" / "__init__.py").is_file() else None
+
+
 def _bench(argv: list[str]) -> int:
     """``pde-popdyn bench ...`` = ``python -m benchmarks ...`` (same arguments and exit status).
 
     The benchmarks live in the repository's ``benchmarks/`` package, which is not installed
-    with pde_popdyn, so this works from a checkout (an editable install) only.
+    with pde_popdyn, so this works from a checkout (an editable install) only; ``--help``
+    works everywhere.
     """
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "__init__.py").is_file():
+    root = _benchmarks_root()
+    if root is None:
+        if any(a in ("-h", "--help") for a in argv):
+            print(BENCH_HELP, end="")
+            return 0
         print("pde-popdyn bench: error: the benchmarks are not part of the installed package; "
               "run this from a checkout of the pde_popdyn repository installed with "
               "'pip install -e .', or run 'python -m benchmarks' from the repository root",
@@ -347,7 +370,7 @@ def _bench(argv: list[str]) -> int:
               f"the repository's {root / 'benchmarks'}; run 'python -m benchmarks' from the "
               f"repository root", file=sys.stderr)
         return 2
-    return int(benchmarks.main(argv))
+    return int(benchmarks.main(argv, prog="pde-popdyn bench"))
 
 
 def build_parser() -> argparse.ArgumentParser:
