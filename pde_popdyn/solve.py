@@ -103,7 +103,7 @@ def slow_substeps(selection, mutation, fitness: np.ndarray | None, grid: Grid, *
 
 
 def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
-                   scheme: str = "fv") -> tuple[list, dict]:
+                   scheme: str = "fv", h_mass: np.ndarray | None = None) -> tuple[list, dict]:
     """The sub-steps [selection, mutation, fast] of the joint equation, and set-up info."""
     t0 = time.perf_counter()
     if scheme not in SCHEMES:
@@ -112,12 +112,12 @@ def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
         if scheme != "fv":
             raise ValueError(f"scheme={scheme!r} cannot serve a grid with "
                              f"{grid.ndim_theta} theta-axes; use scheme='fv'")
-        op = SGOperatorND.from_model(model, grid, check_gibbs=check_gibbs)
+        op = SGOperatorND.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
     elif scheme == "fv":
         if grid.nodes != "cells":
             raise ValueError("scheme='fv' needs a grid of cells, but this grid has spectral "
                              "nodes; use scheme='spectral' or pp.Grid(..., nodes='cells')")
-        op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+        op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
     else:
         op = SpectralOperator.from_model(model, grid)
     uniform = all(a.uniform for a in grid.theta_axes)
@@ -131,7 +131,7 @@ def joint_substeps(model: Model, grid: Grid, *, check_gibbs: bool = True,
 
 
 def _unsplit(model: Model, grid: Grid, schedule: Schedule, scheme: str,
-             check_gibbs: bool):
+             check_gibbs: bool, h_mass: np.ndarray | None = None):
     """The unsplit exact integrator (:mod:`pde_popdyn.unsplit`) and its set-up info."""
     from .unsplit import UnsplitStep
     t0 = time.perf_counter()
@@ -144,7 +144,7 @@ def _unsplit(model: Model, grid: Grid, schedule: Schedule, scheme: str,
     if scheme != "fv" or grid.ndim_theta != 1:
         raise ValueError("splitting='exact' needs scheme='fv' and one theta-axis; use "
                          "splitting='strang'")
-    op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+    op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
     step = UnsplitStep(op, grid, model.fitness_on(grid) if sel is not None else None,
                        sel.rate if sel is not None else 0.0,
                        mut.coefficient if mut is not None else 0.0)
@@ -194,7 +194,9 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     progress:
         True/False to show/hide a progress bar; None shows it on a terminal or in Jupyter.
     check_gibbs:
-        Check that the Gibbs measure exp(−L/T) is resolved and confined on the θ-box.
+        Check that the Gibbs measure exp(−L/T) is resolved and confined on the θ-box; where
+        the box cuts it only at h-values that hold no mass in ``f0``, warn (naming them)
+        instead of refusing.
     output:
         An HDF5 file to write the snapshots to as they are saved (format: :mod:`pde_popdyn.io`),
         each flushed at once, so that a killed run leaves every snapshot written before it.
@@ -244,10 +246,12 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         f = plan.last
         schedule = plan.schedule
     if splitting == "exact":
-        stepper, setup = _unsplit(model, grid, schedule, scheme, check_gibbs)
+        stepper, setup = _unsplit(model, grid, schedule, scheme, check_gibbs,
+                                  h_mass=grid.marginal(f, "h"))
         fast = setup["fast"]
     else:
-        steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs, scheme=scheme)
+        steps, setup = joint_substeps(model, grid, check_gibbs=check_gibbs, scheme=scheme,
+                                      h_mass=grid.marginal(f, "h"))
         fast = setup["fast"]
         stepper = compose(steps, splitting)
     if schedule.n_steps and splitting != "exact":  # build e^{Δt A} now: it is set-up cost
