@@ -1,6 +1,6 @@
 """Work-precision: error against wall time on one joint problem, for every way to solve it.
 
-Problem. The linear-Gaussian problem of the speed study (MODEL.md §4, :class:`GaussianProblem`
+Problem. The linear-Gaussian problem of the speed study (:class:`GaussianProblem`
 with ε = 0.1, κ = 1, D = 0.02, T = 0.05, correlated initial data, box θ ∈ [−3, 3], h ∈ [−2, 2])
 solved to t = 1. The exact solution is a Gaussian whose moments solve ODEs (integrated to 1e-12);
 on this box its tails are below 1e-8 of the peak (the h-mean sits 1.6 from the nearest edge,

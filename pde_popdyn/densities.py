@@ -45,8 +45,9 @@ def _cell_points(axis) -> tuple[np.ndarray, np.ndarray]:
 
 def cell_average(grid: Grid, fn, *, exact_cells: bool = True) -> np.ndarray:
     """Cell averages of a vectorised ``fn(theta, h)`` on a grid of cells, by 4-point
-    Gauss–Legendre quadrature per cell and axis (``fn`` is called once per quadrature point
-    of a cell, on arrays of the grid's shape, so memory stays that of one density).
+    Gauss–Legendre quadrature per cell and axis (with three axes ``fn`` is called once per
+    quadrature point of a cell, on arrays of the grid's shape, so memory stays that of one
+    density).
 
     With ``exact_cells=False`` the values at the nodes are returned instead.
     """
@@ -56,6 +57,10 @@ def cell_average(grid: Grid, fn, *, exact_cells: bool = True) -> np.ndarray:
         raise ValueError("cell averages need a grid of cells (nodes='cells'); a spectral grid "
                          "holds point values: pass exact_cells=False")
     rules = [_cell_points(a) for a in grid.axes]
+    if len(rules) == 2:   # one call on (n_theta, n_h, p, p): cheap in memory for two axes
+        (tn, tw), (hn, hw) = rules
+        vals = fn(tn[:, None, :, None], hn[None, :, None, :])
+        return np.einsum("ijab,a,b->ij", np.asarray(vals, dtype=float), tw, hw)
     out = np.zeros(grid.shape)
     for idx in itertools.product(range(_GL_POINTS), repeat=len(rules)):
         coords = np.meshgrid(*[p[:, k] for (p, _), k in zip(rules, idx)], indexing="ij")

@@ -89,7 +89,7 @@ def h_moments(sol) -> tuple[np.ndarray, np.ndarray]:
     return _per_axis(means), _per_axis(variances)
 
 
-def _discrete_gibbs(model, grid) -> tuple[np.ndarray, np.ndarray]:
+def discrete_gibbs(model, grid) -> tuple[np.ndarray, np.ndarray]:
     """π_h ∝ exp(−L/T) at the θ-nodes of every h-node, normalised with the θ-weights (the
     state the finite-volume fast step leaves invariant), and the θ-weights broadcast to the
     grid's shape."""
@@ -107,7 +107,7 @@ def grid_effective_fitness(model, grid) -> np.ndarray:
     grids with several θ- or h-axes, where the adaptive quadrature of
     :func:`pde_popdyn.effective_fitness` (one axis of each kind) does not apply."""
     th_axes = tuple(range(grid.ndim_theta))
-    pi, wt = _discrete_gibbs(model, grid)
+    pi, wt = discrete_gibbs(model, grid)
     F = model.fitness_on(grid)
     if isinstance(model.selection, BoltzmannJump):
         a = model.selection.pressure
@@ -315,7 +315,7 @@ def slow_manifold_distance(sol) -> np.ndarray:
     if pi is None:
         pi = (gibbs(sol.model, sol.grid, check=False)
               if sol.grid.ndim_theta == 1 and sol.grid.ndim_h == 1
-              else _discrete_gibbs(sol.model, sol.grid)[0])
+              else discrete_gibbs(sol.model, sol.grid)[0])
         if cache is not None:
             cache["gibbs"] = pi
     grid = sol.grid
@@ -347,5 +347,5 @@ def diagnostics(sol) -> dict[str, Any]:
 
 __all__ = ["h_moments", "effective_fitness_on_grid", "mean_effective_fitness",
            "cov_h_fitness", "boundary_flux", "price_residual", "argmax_fitness",
-           "grid_effective_fitness",
+           "grid_effective_fitness", "discrete_gibbs",
            "distance_to_optimum", "slow_manifold_distance", "diagnostics"]
