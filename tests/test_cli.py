@@ -226,3 +226,44 @@ def test_bench_help_works_with_and_without_the_benchmarks(tmp_path):
     code, out, err = pde_popdyn("bench", "--help")
     assert code == 0, err
     assert out.startswith("usage: pde-popdyn bench") and "--quick" in out and "--list" in out
+
+
+# -- what the summary and the figures say (issue 16, item 5) ------------------------------------
+def test_headline_says_whether_the_mean_reached_hstar():
+    from pde_popdyn.report import headline
+    assert headline([-1.0, 0.499], 0.5, 5.0).endswith("climbs to h* = argmax F̄ = 0.5")
+    short = headline([-1.0, -0.2], 0.5, 1.0)
+    assert "climbs toward h* = argmax F̄ = 0.5: -1 → -0.2 by t = 1, still 0.7 short" in short
+    assert "moves from -1 to -1.5" in headline([-1.0, -1.5], 0.5, 1.0)
+    assert "(1, 2)" in headline(np.array([[0.0, 0.0], [1.0, 2.0]]), (1.0, 2.0), 3.0)
+
+
+def test_example_figure_title_and_variance_note(small_run, monkeypatch, tmp_path, capsys):
+    """The small run stops at t = 0.5, far short of h*: the title must say so. The summary
+    explains the Δh²/12 offset of Var[h] and its numbers hold."""
+    import matplotlib.figure
+    tmp, config, out = small_run
+    assert "Var[h] PDE is the variance of the cell averages" in out
+    sol = pp.load(tmp / "pristine.h5")
+    offset = float(re.search(r"Δh²/12 = ([0-9.e+-]+)", out).group(1))
+    assert offset == pytest.approx(sol.grid.dh ** 2 / 12, rel=1e-2)
+    dev = float(re.search(r"max \|Var\[h\] PDE − Δh²/12 − Var exact\| = ([0-9.e+-]+)",
+                          out).group(1))
+    mu, S = cli._problem_of(sol).exact(sol.t)
+    assert dev == pytest.approx(np.abs(sol.var_h - offset - S[:, 1, 1]).max(), rel=2e-2)
+    # at t = 0 the offset is the whole difference (the data are the exact cell averages)
+    first = float(re.search(r"Var\[h\] PDE − Var exact = ([0-9.e+-]+)", out).group(1))
+    assert first == pytest.approx(sol.var_h[0] - S[0, 1, 1], rel=2e-2)
+    assert first == pytest.approx(offset, rel=0.02)
+    titles = []
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *a, **k):
+        if fig._suptitle is not None:
+            titles.append(fig._suptitle.get_text())
+        return real(fig, *a, **k)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    assert cli.main(["plot", str(tmp / "pristine.h5"), "--out", str(tmp_path),
+                     "--no-animation"]) == 0
+    assert len(titles) == 1 and "climbs toward h* = argmax F̄ = 0.5" in titles[0]
+    assert "short" in titles[0] and "climbs to h" not in titles[0]
