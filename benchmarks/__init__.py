@@ -250,7 +250,7 @@ def run_studies(names: Iterable[str] | None = None, *, quick: bool = False,
     return summaries
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Command line: ``python -m benchmarks [NAME ...] [--quick] [--out DIR] [--list]``.
 
     Exit status 0 if every selected study ran (whether or not it met its bar), 1 if one
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog=prog,
         description="Run pde_popdyn's convergence and performance studies and regenerate "
                     "benchmarks/RESULTS.md.")
     parser.add_argument("names", nargs="*", metavar="NAME",

@@ -1,6 +1,6 @@
 """Work-precision: error against wall time on one joint problem, for every way to solve it.
 
-Problem. The linear-Gaussian problem of the speed study (MODEL.md §4, :class:`GaussianProblem`
+Problem. The linear-Gaussian problem of the speed study (:class:`GaussianProblem`
 with ε = 0.1, κ = 1, D = 0.02, T = 0.05, correlated initial data, box θ ∈ [−3, 3], h ∈ [−2, 2])
 solved to t = 1. The exact solution is a Gaussian whose moments solve ODEs (integrated to 1e-12);
 on this box its tails are below 1e-8 of the peak (the h-mean sits 1.6 from the nearest edge,
@@ -27,6 +27,13 @@ Methods (each one a curve: all its runs, and its Pareto front):
   Scharfetter–Gummel / finite-volume semi-discretisation, linearised, ``solve_ivp(method="BDF")``
   with the constant sparse Jacobian), over n² and rtol; runs are capped: once a run takes longer
   than ``bdf_cap_seconds``, tighter rtols on that grid and larger grids are skipped;
+* **findiff** (the ``bench`` extra, skipped with a message when ``import findiff`` fails): the
+  method of lines a user without pde_popdyn writes with findiff — fourth-order central
+  differences (``findiff.Diff(axis, spacing, acc=4)``) of the expanded linear equation
+  ∂_t u = (mT/ε)∂²_θ u + (m/ε)(∂_θL ∂_θu + u ∂²_θL) + D∂²_h u + κFu on the cell centres (point
+  values), assembled as one sparse matrix by ``.matrix(shape)``, the boundary nodes held at
+  zero (the density there is below 1e-8 of its peak), integrated by ``solve_ivp(method="BDF")``
+  with that matrix as Jacobian over rtol, and normalised at the end; capped like BDF;
 * **py-pde** (optional extra, skipped with a message when ``import pde`` fails): py-pde's *own*
   discretisation, written as a py-pde user would — central finite differences on its
   cell-centred ``CartesianGrid`` (operators ``d2_dx2``, ``d_dx``, ``d2_dy2``, Neumann
@@ -81,8 +88,9 @@ NAME = "workprecision"
 DESCRIPTION = (
     "Work-precision on the joint linear-Gaussian problem (eps=0.1, t=1): relative L1 error vs "
     "the exact Gaussian against wall time for pde_popdyn FV (integrator='uniformisation' and Strang over "
-    "dt), the spectral scheme, the scipy solve_ivp BDF method-of-lines baseline over rtol, and "
-    "py-pde (own finite differences, optional). Bars: at 1e-3 the best pde_popdyn method >= 20x "
+    "dt), the spectral scheme, the scipy solve_ivp BDF method-of-lines baseline over rtol, a "
+    "findiff 4th-order method of lines (optional), and py-pde (own finite differences, "
+    "optional). Bars: at 1e-3 the best pde_popdyn method >= 20x "
     "faster than BDF and faster than py-pde; at 1e-5 >= 1000x, or BDF cannot reach 1e-5 within "
     "10 minutes (extrapolated from its capped runs; stated).")
 
@@ -92,12 +100,13 @@ BAR_1E5 = 1000.0
 BASELINE_LIMIT_SECONDS = 600.0
 PYPDE_TOLERANCE = 1e-6
 FLOOR_SLACK = 1.05          # a BDF run "reaches the floor" of its grid within 5 %
-METHODS = ("fv_exact", "fv_strang", "spectral", "bdf", "pypde")
+METHODS = ("fv_exact", "fv_strang", "spectral", "bdf", "findiff", "pypde")
 PP_METHODS = ("fv_exact", "fv_strang", "spectral")
 LABELS = {"fv_exact": "pde_popdyn FV, integrator='uniformisation'",
           "fv_strang": "pde_popdyn FV, Strang",
           "spectral": "pde_popdyn spectral (Strang)",
           "bdf": "scipy solve_ivp BDF (method of lines)",
+          "findiff": "findiff 4th-order FD + BDF (method of lines)",
           "pypde": "py-pde (own finite differences, RK45)"}
 
 CONFIG = {
@@ -112,6 +121,10 @@ CONFIG = {
                 184: (1e-3, 1e-4, 1e-5), 200: (1e-3, 1e-4, 1e-5), 224: (1e-4, 1e-5),
                 256: (1e-4, 1e-5), 320: (1e-4,), 384: (1e-4,)},
         "bdf_cap_seconds": 240.0,
+        # at 64² the centred drift term is unstable (|L_θ| Δθ/T > 2 near the θ-edges): the
+        # run at rtol 1e-6 blows up (error 2.5 after 130 s); from 96² on it is stable
+        "findiff": {96: (1e-4, 1e-5, 1e-6), 128: (1e-5, 1e-6, 1e-7), 160: (1e-6, 1e-7),
+                    192: (1e-7,), 256: (1e-8,)},
         "pypde": (128, 176, 216, 256),
         "pypde_retime": True,
         "repeats": 3,
@@ -123,6 +136,7 @@ CONFIG = {
         "spectral": {"n": (48, 56, 64, 72, 80), "steps": (20, 40, 80, 160, 320)},
         "bdf": {96: (1e-3, 1e-4), 128: (1e-3, 1e-4), 200: (1e-4,), 256: (1e-4,)},
         "bdf_cap_seconds": 30.0,
+        "findiff": {96: (1e-4,), 128: (1e-6,)},
         "pypde": (224,),
         "pypde_retime": False,
         "repeats": 2,
@@ -250,6 +264,76 @@ def run_bdf(plan: dict, cap: float) -> tuple[list[dict], dict, list[str]]:
                 if rest:
                     skipped.append(f"{n}² rtol {rest}: a run exceeded the {cap:g} s cap")
                 break
+    return runs, fns, skipped
+
+
+# -- findiff (optional) ------------------------------------------------------------------------
+def findiff_module():
+    """The findiff module, or None with the reason."""
+    try:
+        import findiff
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return findiff, ""
+
+
+def point_case(n: int) -> Case:
+    """A case on n² cell centres holding point values (finite differences, not averages)."""
+    case = Case(n, n, "cells")
+    mu, S = exact_moments()
+    case.f0 = gaussian_at_nodes(case.grid, mu[0], S[0])
+    case.f_exact = gaussian_at_nodes(case.grid, mu[1], S[1])
+    return case
+
+
+def findiff_matrix(findiff, case: Case):
+    """M of du/dt = M u: findiff's fourth-order operators of the expanded equation (module
+    docstring), with zero rows at the boundary nodes."""
+    import scipy.sparse as sp
+    model, grid = case.model, case.grid
+    eps, T, m = model.eps, float(model.temperature), float(model.mobility)
+    d_th = findiff.Diff(0, grid.dtheta, acc=4)
+    d_h2 = findiff.Diff(1, grid.dh, acc=4) ** 2
+    L = model.loss_on(grid)
+    L_th, L_thth = d_th(L), (d_th ** 2)(L)
+    op = (m * T / eps) * d_th ** 2 + (m / eps) * L_th * d_th + model.mutation.coefficient * d_h2
+    M = op.matrix(grid.shape) + sp.diags((m / eps * L_thth + model.selection.rate
+                                         * model.fitness_on(grid)).ravel())
+    edge = np.zeros(grid.shape, bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    keep = sp.diags((~edge).ravel().astype(float))
+    return sp.csr_matrix(keep @ M), edge
+
+
+def findiff_solve(findiff, case: Case, rtol: float) -> tuple[np.ndarray, dict]:
+    """The findiff method of lines, as a user writes it; everything here is timed."""
+    from scipy.integrate import solve_ivp
+    t0 = time.perf_counter()
+    M, edge = findiff_matrix(findiff, case)
+    u0 = np.where(edge, 0.0, case.f0).ravel()
+    t_setup = time.perf_counter() - t0
+    res = solve_ivp(lambda t, u: M @ u, (0.0, T_FINAL), u0, method="BDF", jac=M, rtol=rtol,
+                    atol=1e-3 * rtol * float(u0.max()), t_eval=[T_FINAL])
+    if not res.success:
+        raise RuntimeError(f"findiff baseline failed at rtol={rtol:g}: {res.message}")
+    f = res.y[:, -1].reshape(case.grid.shape)
+    return f / case.grid.mass(f), {"setup_seconds": t_setup, "nfev": int(res.nfev),
+                                   "njev": int(res.njev), "nlu": int(res.nlu)}
+
+
+def run_findiff(findiff, plan: dict, cap: float) -> tuple[list[dict], dict, list[str]]:
+    """The findiff baseline over grids and rtols (loosest first), capped as BDF is."""
+    runs, fns, skipped = [], {}, []
+    for n, rtols in plan.items():
+        case = point_case(int(n))
+        for i, rtol in enumerate(sorted(rtols, reverse=True)):
+            fn = (lambda c=case, r=rtol: findiff_solve(findiff, c, float(r)))
+            rec = _record("findiff", case, "rtol", float(rtol), fn)
+            runs.append(rec)
+            fns[id(rec)] = fn
+            if rec["wall_seconds"] > cap:
+                skipped.append(f"{n}² after rtol {rtol:g}: a run exceeded the {cap:g} s cap")
+                return runs, fns, skipped
     return runs, fns, skipped
 
 
@@ -415,8 +499,10 @@ def bdf_extrapolation(fv_exact: list[dict], bdf: list[dict], target: float) -> d
 
 
 # -- figure ------------------------------------------------------------------------------------
-COLORS = {"fv_exact": "C2", "fv_strang": "C0", "spectral": "C1", "bdf": "C3", "pypde": "C4"}
-MARKERS = {"fv_exact": "D", "fv_strang": "o", "spectral": "s", "bdf": "v", "pypde": "^"}
+COLORS = {"fv_exact": "C2", "fv_strang": "C0", "spectral": "C1", "bdf": "C3", "pypde": "C4",
+          "findiff": "C5"}
+MARKERS = {"fv_exact": "D", "fv_strang": "o", "spectral": "s", "bdf": "v", "pypde": "^",
+           "findiff": "P"}
 
 
 def _figure(data: dict, path: Path) -> None:
@@ -520,7 +606,16 @@ def run(quick: bool, outdir: Path) -> dict:
         runs["fv_strang"], f3 = run_fv_strang(cfg["fv_strang"])
         print("[workprecision] scipy BDF baseline", flush=True)
         runs["bdf"], f4, bdf_skipped = run_bdf(cfg["bdf"], cfg["bdf_cap_seconds"])
-        for f in (f1, f2, f3, f4):
+        fd, fd_why = findiff_module()
+        if fd is None:
+            print(f"[workprecision] findiff is not installed ({fd_why}): its curve is skipped "
+                  f"(pip install \"pde_popdyn[bench]\")", flush=True)
+            runs["findiff"], f6, fd_skipped = [], {}, []
+        else:
+            print("[workprecision] findiff method of lines", flush=True)
+            runs["findiff"], f6, fd_skipped = run_findiff(fd, cfg.get("findiff", {}),
+                                                          cfg["bdf_cap_seconds"])
+        for f in (f1, f2, f3, f4, f6):
             fns.update(f)
         pypde_info: dict[str, Any] = {"available": pde is not None, "reason": why}
         if pde is not None:
@@ -539,7 +634,7 @@ def run(quick: bool, outdir: Path) -> dict:
         # re-time, interleaved: for each target the two cheapest runs of each method reaching it
         cands: dict[int, tuple[dict, Callable]] = {}
         for target in TARGETS:
-            for m in ("fv_exact", "fv_strang", "spectral", "bdf"):
+            for m in ("fv_exact", "fv_strang", "spectral", "bdf", "findiff"):
                 for r in cheapest_reaching(runs[m], target, k=2):
                     cands[id(r)] = (r, fns[id(r)])
         print(f"[workprecision] re-timing {len(cands)} runs, interleaved", flush=True)
@@ -656,6 +751,16 @@ def run(quick: bool, outdir: Path) -> dict:
                 f"speed-up vs extrapolation {verdict_5['speed_up_vs_extrapolation']:.0f}x")
     else:
         txt5 = f"at 1e-5: {verdict_5['which']}"
+    for t_, row in ((TARGETS[0], t3), (TARGETS[1], t5)):
+        best = row["best_pde_popdyn"]
+        if fd is not None and best:
+            fdr = row["findiff"]
+            txt = (f"findiff not reached in the runs" if fdr is None else
+                   f"findiff {_s(fdr['seconds'])} ({fdr['seconds'] / row[best]['seconds']:.0f}x)")
+            if t_ == TARGETS[0]:
+                txt3 += f", {txt}"
+            else:
+                txt5 += f"; {txt}"
     headline = f"{txt3}; {txt5}"
 
     data = {
@@ -670,6 +775,8 @@ def run(quick: bool, outdir: Path) -> dict:
         "blas_threads": threads, "spectral_default_threads_check": thread_check,
         "exact_one_time_cost": warm,
         "labels": LABELS, "pypde": pypde_info, "bdf_skipped": bdf_skipped,
+        "findiff": {"available": fd is not None, "reason": fd_why,
+                    "version": getattr(fd, "__version__", None), "skipped": fd_skipped},
         "runs": runs, "pareto_fronts": fronts, "time_to_target": time_to_target,
         "ratio_bdf_at_1e-3": ratio_bdf_3, "ratio_pypde_at_1e-3": ratio_pypde_3,
         "bar_1e-3": BAR_1E3, "passed_1e-3_bdf": ok_bdf_3, "passed_1e-3_pypde": ok_pypde_3,

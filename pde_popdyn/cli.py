@@ -9,9 +9,12 @@
     pde-popdyn presets [--verbose]                                    list the built-in models
     pde-popdyn bench [NAME ...] [--quick] [--out DIR] [--list]        benchmarks (from a checkout)
 
-Without a command (or with only options) it runs the built-in example. A config is TOML::
+Without a command (or with only options) it runs the built-in example. A config is TOML: a
+built-in model with its parameters, or a model of your own, with the grid, the initial
+density, the run and the output::
 
-    preset = "quadratic-bilevel"   # a built-in model (pde-popdyn presets)
+    preset = "quadratic-bilevel"   # a built-in model (pde-popdyn presets), or
+    # model = "mymodels.py:make_model" with its keyword arguments in [model_args]
     name = "example"               # stem of the output files: example.h5, example.png, ...
     [params]                       # the preset's parameters, e.g.
     kappa = 4.0
@@ -28,7 +31,10 @@ Without a command (or with only options) it runs the built-in example. A config 
     figures = true
     animation = true
 
-An unknown key is an error naming it. Command-line options override the config.
+Every key is described in :mod:`pde_popdyn.config` (``[selection]``/``[mutation]`` rules by
+class name, ``[initial]`` densities, boxes in ``[grid]``, ``scheme``). An unknown key is an
+error naming it, and so is a bad value (``[run] dt = -1: must be > 0``). Command-line options
+override the config.
 """
 
 from __future__ import annotations
@@ -36,166 +42,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ._version import __version__
+from .config import RunConfig, build_run, check, config_from_dict, load_config  # noqa: F401  (re-exported)
 from .presets import PRESETS, build, preset_parameters
-
-
-# -- configuration ---------------------------------------------------------------------------
-@dataclass
-class RunConfig:
-    """The settings of ``pde-popdyn run`` (defaults: the built-in example)."""
-
-    preset: str = "quadratic-bilevel"
-    name: str = "example"
-    params: dict | None = None
-    n_theta: int = 128
-    n_h: int = 96
-    t_final: float = 5.0
-    dt: float = 0.02
-    save_every: int | None = None
-    splitting: str = "strang"
-    figures: bool = True
-    animation: bool = True
-
-
-# section -> key -> (RunConfig field, type(s))
-_SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
-    "": {"preset": ("preset", (str,)), "name": ("name", (str,))},
-    "grid": {"n_theta": ("n_theta", (int,)), "n_h": ("n_h", (int,))},
-    "run": {"t_final": ("t_final", (int, float)), "dt": ("dt", (int, float)),
-            "save_every": ("save_every", (int,)), "splitting": ("splitting", (str,))},
-    "output": {"figures": ("figures", (bool,)), "animation": ("animation", (bool,))},
-}
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML run config; an unknown section or key is a ValueError naming it."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file {p} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p} is not valid TOML: {exc}") from None
-    return config_from_dict(raw, source=str(p))
-
-
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """A :class:`RunConfig` from a parsed TOML table (see the module docstring)."""
-    cfg = RunConfig()
-    sections = set(_SCHEMA) - {""} | {"params"}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            if key not in sections:
-                raise ValueError(f"{source}: unknown section [{key}]; the sections are "
-                                 f"{', '.join('[' + s + ']' for s in sorted(sections))}")
-            if key == "params":
-                cfg.params = dict(value)
-                continue
-            for sub, v in value.items():
-                _set(cfg, key, sub, v, source)
-        else:
-            _set(cfg, "", key, value, source)
-    # unknown preset parameters are named by presets.build
-    try:
-        build(cfg.preset, cfg.params)
-    except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from None
-    return cfg
-
-
-def _set(cfg: RunConfig, section: str, key: str, value: Any, source: str) -> None:
-    table = _SCHEMA[section]
-    dotted = f"{section}.{key}" if section else key
-    if key not in table:
-        where = f"in [{section}]" if section else "at the top level"
-        raise ValueError(f"{source}: unknown key {dotted!r}; the keys {where} are "
-                         f"{', '.join(sorted(table))}")
-    name, types = table[key]
-    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-        raise ValueError(f"{source}: {dotted} = {value!r} must be of type "
-                         f"{' or '.join(t.__name__ for t in types)}")
-    setattr(cfg, name, value)
-
-
-# -- figures ---------------------------------------------------------------------------------
-def _gibbs_and_fbar(model, grid) -> tuple[np.ndarray, np.ndarray]:
-    """π_h(θ) ∝ exp(−L/T) per h-column (a density in θ) and F̄(h) = ∫ F dπ_h, by quadrature
-    on the grid's θ-nodes."""
-    L = model.loss_on(grid)
-    T = model.temperature_on(grid.h)
-    w_theta = getattr(grid, "theta_weights", None)
-    w_theta = np.full(grid.n_theta, grid.dtheta) if w_theta is None else np.asarray(w_theta)
-    w = np.exp(-(L - L.min(axis=0)) / T)
-    pi = w / (w * w_theta[:, None]).sum(axis=0)
-    fbar = (pi * model.fitness_on(grid) * w_theta[:, None]).sum(axis=0)
-    return pi, fbar
-
-
-def make_figures(sol, prob, out: Path, stem: str, *, animation: bool = True) -> list[Path]:
-    """The figures of a run: ``{stem}.png`` (ρ(t,h) and the moments of h against theory),
-    ``{stem}_density.png``, ``{stem}_fitness.png`` (F̄ and π_h, when the model is known) and
-    ``{stem}_rho.gif``. ``prob`` is the preset problem (for theory curves) or None."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import plot
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    hstar = None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-    if prob is not None:
-        mu, S = prob.exact(sol.t)
-        m_red, v_red = prob.reduced(sol.t)
-        hstar = prob.effective_fitness_coeffs()[1]
-        plot.kymograph(sol, ax=axes[0], hstar=hstar,
-                       theory=(sol.t, mu[:, 1], "exact (Gaussian ODE)"))
-        plot.moments(sol, ax=axes[1:],
-                     theory=[(sol.t, mu[:, 1], S[:, 1, 1], "exact, ε = %g" % prob.eps),
-                             (sol.t, m_red, v_red, "reduced, ε → 0")])
-        fig.suptitle("pde-popdyn: the population's mean hyperparameter climbs to "
-                     "h* = argmax F̄")
-    else:
-        plot.kymograph(sol, ax=axes[0])
-        plot.moments(sol, ax=axes[1:])
-        fig.suptitle("pde-popdyn: the population of hyperparameters over time")
-    axes[0].set_title("population of hyperparameters ρ(t, h)")
-    path = out / f"{stem}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
-
-    axs = plot.densities(sol)
-    path = out / f"{stem}_density.png"
-    np.atleast_1d(axs)[0].figure.savefig(path, dpi=100)
-    plt.close(np.atleast_1d(axs)[0].figure)
-    written.append(path)
-
-    if sol.model is not None and sol.model.fitness is not None:
-        pi, fbar = _gibbs_and_fbar(sol.model, sol.grid)
-        if prob is not None:
-            fbar = prob.effective_fitness(sol.grid.h)  # closed form
-        elif hstar is None:
-            hstar = float(sol.grid.h[int(np.argmax(fbar))])
-        axs = plot.effective_fitness(sol.grid.h, fbar, gibbs=pi, theta=sol.grid.theta,
-                                     hstar=hstar, rho=sol.rho[-1])
-        axs[0].set_title(f"effective fitness, population at t = {sol.t[-1]:.3g}")
-        path = out / f"{stem}_fitness.png"
-        axs[0].figure.savefig(path, dpi=100)
-        plt.close(axs[0].figure)
-        written.append(path)
-    if animation:
-        written.append(plot.animate(sol, out / f"{stem}_rho.gif", hstar=hstar, max_frames=40))
-    return written
+from .report import make_figures, print_summary  # noqa: F401
 
 
 def _problem_of(sol):
@@ -204,47 +58,38 @@ def _problem_of(sol):
 
 
 # -- commands --------------------------------------------------------------------------------
-def _print_summary(sol, prob, grid, wall: float, label: str) -> None:
-    mu, S = prob.exact(sol.t)
-    m_red, _ = prob.reduced(sol.t)
-    g, hstar = prob.effective_fitness_coeffs()
-    print(f"pde-popdyn {__version__}: preset '{label}'")
-    print(f"  inner: L = {prob.K:g}/2 (θ − {prob.a:g} h)^2 at T = {prob.T:g}, ε = {prob.eps:g}")
-    print(f"  outer: F = −(θ − {prob.zstar[0]:g})^2, replicator κ = {prob.kappa:g}, "
-          f"mutation D = {prob.D:g}")
-    print(f"  effective fitness F̄(h) = −({g / 2:g})(h − {hstar:g})^2 + const, "
-          f"best hyperparameter h* = {hstar:g}")
-    print(f"  grid {grid.n_theta}x{grid.n_h}, dt = {sol.info['dt']:g}, "
-          f"{sol.info['n_steps']} steps in {wall:.2f} s")
-    print()
-    print(f"  {'t':>6}  {'E[h] PDE':>10}  {'E[h] exact':>10}  {'E[h] ε→0':>10}  "
-          f"{'Var[h] PDE':>10}  {'|E[h]−h*|':>10}")
-    for k in np.unique(np.linspace(0, len(sol.t) - 1, 6).astype(int)):
-        print(f"  {sol.t[k]:6.2f}  {sol.mean_h[k]:10.5f}  {mu[k, 1]:10.5f}  {m_red[k]:10.5f}  "
-              f"{sol.var_h[k]:10.5f}  {abs(sol.mean_h[k] - hstar):10.5f}")
-    err = np.abs(sol.mean_h - mu[:, 1]).max()
-    print(f"\n  max |E[h] PDE − exact Gaussian solution| = {err:.2e}; "
-          f"mass drift {np.abs(sol.mass - 1).max():.1e}; min f = {sol.f.min():.1e}")
+_OVERRIDES = (("preset", "preset", "--preset"), ("t_final", "t_final", "--t-final"),
+              ("dt", "dt", "--dt"), ("n_theta", "n_theta", "--n-theta"),
+              ("n_h", "n_h", "--n-h"), ("save_every", "save_every", "--save-every"))
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    """The config file (or the defaults) with the command-line options applied and checked."""
+    cfg = load_config(args.config) if args.config else RunConfig()
+    for opt, name, flag in _OVERRIDES:
+        value = getattr(args, opt)
+        if value is not None:
+            setattr(cfg, name, value)
+            cfg.origin[name] = flag
+            if name == "preset":
+                cfg.model, cfg.model_args = None, {}
+    check(cfg)
+    return cfg
 
 
 def _run(args: argparse.Namespace) -> int:
     from .io import check_writable
     from .solve import solve
 
-    cfg = load_config(args.config) if args.config else RunConfig()
-    for opt, name in (("preset", "preset"), ("t_final", "t_final"), ("dt", "dt"),
-                      ("n_theta", "n_theta"), ("n_h", "n_h"), ("save_every", "save_every")):
-        if getattr(args, opt) is not None:
-            setattr(cfg, name, getattr(args, opt))
-    prob = build(cfg.preset, cfg.params)
-    grid = prob.grid(cfg.n_theta, cfg.n_h)
+    cfg = _config(args)
+    run = build_run(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     h5 = check_writable(out / f"{cfg.name}.h5", args.force)
     t0 = time.perf_counter()
     try:
-        sol = solve(prob.model(), grid, prob.initial(grid), cfg.t_final, cfg.dt,
-                    splitting=cfg.splitting, save_every=cfg.save_every,
+        sol = solve(run.model, run.grid, run.f0, cfg.t_final, cfg.dt,
+                    splitting=cfg.splitting, scheme=cfg.scheme, save_every=cfg.save_every,
                     progress=False if args.quiet else None, output=h5, overwrite=args.force)
     except KeyboardInterrupt:
         print(f"\npde-popdyn: interrupted; {h5} holds the snapshots written so far "
@@ -252,10 +97,10 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     wall = time.perf_counter() - t0
-    _print_summary(sol, prob, grid, wall, cfg.preset)
+    print_summary(sol, run, wall)
     print(f"  snapshots written to {h5} ({len(sol.t)} snapshots)")
     if cfg.figures:
-        for path in make_figures(sol, prob, out, cfg.name, animation=cfg.animation):
+        for path in make_figures(sol, run.problem, out, cfg.name, animation=cfg.animation):
             print(f"  figure written to {path}")
     return 0
 
@@ -281,7 +126,7 @@ def _plot(args: argparse.Namespace) -> int:
     sol = load(args.file)
     path = Path(args.file)
     out = Path(args.out) if args.out else path.parent
-    prob = _problem_of(sol) if np.ndim(sol.f) == 3 else None
+    prob = _problem_of(sol) if np.ndim(sol.f) == 3 and sol.grid.ndim_h == 1 else None
     for p in make_figures(sol, prob, out, path.stem, animation=not args.no_animation):
         print(f"figure written to {p}")
     return 0
@@ -327,14 +172,37 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_HELP = """usage: pde-popdyn bench [NAME ...] [--quick] [--out DIR] [--list]
+
+Run pde_popdyn's convergence and performance studies (the same as 'python -m benchmarks'
+from the repository root): JSON results and figures in benchmarks/results/, and
+benchmarks/RESULTS.md regenerated.
+
+The benchmarks live in the repository's benchmarks/ folder, which 'pip install .' does not
+install: run this from a checkout installed with 'pip install -e .' (then
+'pde-popdyn bench --help' lists the studies' options), or 'python -m benchmarks' from the
+repository root.
+"""
+
+
+def _benchmarks_root() -> Path | None:
+    """The checkout holding this package and its benchmarks/, or None (an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "benchmarks" / "__init__.py").is_file() else None
+
+
 def _bench(argv: list[str]) -> int:
     """``pde-popdyn bench ...`` = ``python -m benchmarks ...`` (same arguments and exit status).
 
     The benchmarks live in the repository's ``benchmarks/`` package, which is not installed
-    with pde_popdyn, so this works from a checkout (an editable install) only.
+    with pde_popdyn, so this works from a checkout (an editable install) only; ``--help``
+    works everywhere.
     """
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "__init__.py").is_file():
+    root = _benchmarks_root()
+    if root is None:
+        if any(a in ("-h", "--help") for a in argv):
+            print(BENCH_HELP, end="")
+            return 0
         print("pde-popdyn bench: error: the benchmarks are not part of the installed package; "
               "run this from a checkout of the pde_popdyn repository installed with "
               "'pip install -e .', or run 'python -m benchmarks' from the repository root",
@@ -348,7 +216,7 @@ def _bench(argv: list[str]) -> int:
               f"the repository's {root / 'benchmarks'}; run 'python -m benchmarks' from the "
               f"repository root", file=sys.stderr)
         return 2
-    return int(benchmarks.main(argv))
+    return int(benchmarks.main(argv, prog="pde-popdyn bench"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,9 +31,9 @@ times ``sol.t`` (the Solution exposes them as properties too).
   kernel K_σ at copies); for a Boltzmann jump without kernel, E_{M[ρ]}[h] = m_α, the
   W-weighted mean. Each rule computes its own term (``price_rate``, the rule's Price face);
   rules acting at discrete times (PBT) contribute jumps at the generation times instead, so
-  the residual is taken between generations only. The residual d/dt E[h] − (selection
-  term) − B, with d/dt E[h] from the saved means by second-order differences
-  (``np.gradient``), is O(Δt_save²) + the splitting error: save often when using it.
+  no residual is formed for them. The residual d/dt E[h] − (selection term) − B, with
+  d/dt E[h] from the saved means by second-order differences (``np.gradient``), is
+  O(Δt_save²) + the splitting error: save often when using it.
 * :func:`distance_to_optimum` — |E[h] − h*| with h* = argmax F̄ (grid argmax refined by the
   parabola through the three best points, exact for a quadratic F̄).
 * :func:`slow_manifold_distance` — for a joint run, ‖f − ρ π_h‖_{L¹} over (θ, h), with π_h the
@@ -55,24 +55,46 @@ def _kind(sol) -> str:
     return getattr(sol, "kind", "joint")
 
 
+def _haxes(grid) -> tuple[int, ...]:
+    """The h-axes of an array whose last axes are the grid's h-axes."""
+    return tuple(range(-grid.ndim_h, 0))
+
+
+def _h_coords(grid) -> list[np.ndarray]:
+    """The coordinate of each h-axis on the h-grid (arrays of shape ``grid.h_shape``)."""
+    return list(np.meshgrid(*[a.centres for a in grid.h_axes], indexing="ij"))
+
+
+def _per_axis(values: list[np.ndarray]) -> np.ndarray:
+    """Per-h-axis values along t: (n_saved,) for one h-axis, (n_saved, k) for k axes."""
+    return values[0] if len(values) == 1 else np.stack(values, axis=-1)
+
+
 def _rho(sol) -> np.ndarray:
-    """ρ(t, h) normalised to unit mass, shape (n_saved, n_h)."""
+    """ρ(t, h) normalised to unit mass, shape (n_saved, *h_shape)."""
     rho = np.asarray(sol.rho, float)
     w = sol.grid.h_weights
-    return rho / (rho * w).sum(axis=-1, keepdims=True)
+    return rho / (rho * w).sum(axis=_haxes(sol.grid), keepdims=True)
 
 
 def h_moments(sol) -> tuple[np.ndarray, np.ndarray]:
-    """(E[h], Var[h]) under ρ over time."""
+    """(E[h], Var[h]) under ρ over time: shape (n_saved,) each, or (n_saved, k) with k
+    h-axes (the mean and variance of each coordinate)."""
     rho = _rho(sol)
-    h, w = sol.grid.h, sol.grid.h_weights
-    m = (rho * h * w).sum(-1)
-    v = (rho * (h[None, :] - m[:, None]) ** 2 * w).sum(-1)
-    return m, v
+    grid = sol.grid
+    w, ax = grid.h_weights, _haxes(grid)
+    means, variances = [], []
+    for x in _h_coords(grid):
+        m = (rho * x * w).sum(ax)
+        dev = x - m.reshape(m.shape + (1,) * grid.ndim_h)
+        means.append(m)
+        variances.append((rho * dev ** 2 * w).sum(ax))
+    return _per_axis(means), _per_axis(variances)
 
 
 def effective_fitness_on_grid(sol) -> np.ndarray:
-    """The fitness on grid.h that the reduced dynamics select on (see module docstring)."""
+    """The fitness on grid.h that the reduced dynamics select on (see module docstring): the
+    one a reduced run used, or what the selection rule's reduced face selects on (F̄, F̄_α)."""
     if _kind(sol) == "reduced" and sol.info.get("fitness") is not None:
         return np.asarray(sol.info["fitness"], float)
     model = sol.model
@@ -88,30 +110,36 @@ def effective_fitness_on_grid(sol) -> np.ndarray:
 def mean_effective_fitness(sol) -> np.ndarray:
     """⟨F̄⟩_ρ over time."""
     fbar = sol.effective_fitness
-    return (_rho(sol) * fbar * sol.grid.h_weights).sum(-1)
+    return (_rho(sol) * fbar * sol.grid.h_weights).sum(_haxes(sol.grid))
 
 
 def cov_h_fitness(sol) -> np.ndarray:
-    """Cov_ρ(h, F̄) over time."""
+    """Cov_ρ(h, F̄) over time (one column per h-axis with several)."""
     fbar = sol.effective_fitness
     rho = _rho(sol)
-    w = sol.grid.h_weights
+    grid = sol.grid
+    w, ax, one = grid.h_weights, _haxes(grid), (1,) * grid.ndim_h
     m, _ = h_moments(sol)
-    fm = (rho * fbar * w).sum(-1)
-    return (rho * (sol.grid.h[None, :] - m[:, None]) * (fbar[None, :] - fm[:, None]) * w).sum(-1)
+    m = m.reshape(len(m), -1)
+    fm = (rho * fbar * w).sum(ax)
+    dfit = fbar[None] - fm.reshape(fm.shape + one)
+    return _per_axis([(rho * (x - m[:, i].reshape((-1,) + one)) * dfit * w).sum(ax)
+                      for i, x in enumerate(_h_coords(grid))])
 
 
 def boundary_flux(sol) -> np.ndarray:
-    """B(t): the contribution of the mutation terms to d/dt E[h] (module docstring)."""
+    """B(t): the contribution of the mutation terms to d/dt E[h] (module docstring): each
+    mutation rule's boundary term (one column per h-axis with several)."""
     model = sol.model
     n = len(sol.t)
+    grid = sol.grid
+    out = np.zeros(n) if grid.ndim_h == 1 else np.zeros((n, grid.ndim_h))
     if model is None:
-        return np.zeros(n)
+        return out
     rho = _rho(sol)
     spectral = sol.info.get("scheme") == "spectral"
-    out = np.zeros(n)
     for m in model.mutations:
-        out = out + m.boundary_rate(rho, sol.grid, spectral)
+        out = out + m.boundary_rate(rho, grid, spectral)
     return out
 
 
@@ -120,7 +148,7 @@ def _selection_term(sol) -> np.ndarray:
     model = sol.model
     n = len(sol.t)
     if model is None or not model.selection_active:
-        return np.zeros(n)
+        return np.zeros(n) if sol.grid.ndim_h == 1 else np.zeros((n, sol.grid.ndim_h))
     grid = sol.grid
     reduced = _kind(sol) == "reduced"
     setting = Setting(grid, grid.ndim_h, joint=not reduced,
@@ -131,7 +159,7 @@ def _selection_term(sol) -> np.ndarray:
     else:
         rule, fitness, w = model.selection, model.fitness_on(grid), grid.weights
     out = np.array([rule.price_rate(np.asarray(f) * w, fitness, setting) for f in sol.f])
-    return out[:, 0] if out.shape[1] == 1 else out
+    return out[:, 0] if grid.ndim_h == 1 else out
 
 
 def price_residual(sol) -> dict[str, np.ndarray]:
@@ -145,18 +173,27 @@ def price_residual(sol) -> dict[str, np.ndarray]:
         raise ValueError("the Price residual needs at least 3 saved states (pass a smaller "
                          "save_every)")
     m, _ = h_moments(sol)
-    dm = np.gradient(m, sol.t, edge_order=2)
+    dm = np.gradient(m, sol.t, axis=0, edge_order=2)
     sel = _selection_term(sol)
     bnd = boundary_flux(sol)
     return {"t": np.asarray(sol.t), "dmean_dt": dm, "selection": sel, "boundary": bnd,
             "residual": dm - sel - bnd}
 
 
-def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
+def argmax_fitness(fitness: np.ndarray, h) -> float | tuple[float, ...]:
     """h* = argmax of ``fitness`` on the uniform nodes ``h``, refined by the parabola through
-    the best node and its neighbours (exact for a quadratic)."""
+    the best node and its neighbours (exact for a quadratic). With several h-axes (``h`` a
+    tuple of node arrays, ``fitness`` of the h-grid's shape) the best node is refined along
+    each axis, and h* is a tuple."""
     fitness = np.asarray(fitness, float)
-    j = int(np.argmax(fitness))
+    if isinstance(h, tuple):
+        j = np.unravel_index(int(np.argmax(fitness)), fitness.shape)
+        return tuple(_parabola(fitness[j[:i] + (slice(None),) + j[i + 1:]], np.asarray(x), j[i])
+                     for i, x in enumerate(h))
+    return _parabola(fitness, np.asarray(h), int(np.argmax(fitness)))
+
+
+def _parabola(fitness: np.ndarray, h: np.ndarray, j: int) -> float:
     if j == 0 or j == fitness.size - 1:
         return float(h[j])
     a, b, c = fitness[j - 1], fitness[j], fitness[j + 1]
@@ -166,12 +203,15 @@ def argmax_fitness(fitness: np.ndarray, h: np.ndarray) -> float:
     return float(h[j] + 0.5 * (h[1] - h[0]) * (a - c) / denom)
 
 
-def distance_to_optimum(sol, hstar: float | None = None) -> np.ndarray:
-    """|E[h] − h*| over time, h* = argmax F̄ unless given."""
+def distance_to_optimum(sol, hstar=None) -> np.ndarray:
+    """|E[h] − h*| over time (the Euclidean distance with several h-axes), h* = argmax F̄
+    unless given."""
     if hstar is None:
         hstar = argmax_fitness(sol.effective_fitness, sol.grid.h)
     m, _ = h_moments(sol)
-    return np.abs(m - hstar)
+    if sol.grid.ndim_h == 1:
+        return np.abs(m - hstar)
+    return np.linalg.norm(m - np.asarray(hstar, float), axis=-1)
 
 
 def slow_manifold_distance(sol) -> np.ndarray:
@@ -185,8 +225,9 @@ def slow_manifold_distance(sol) -> np.ndarray:
     grid = sol.grid
     f = np.asarray(sol.f)
     rho = grid.marginal(f, "h")                                     # (n_saved, *h_shape)
-    axes = tuple(range(-grid.ndim_theta - grid.ndim_h, 0))
-    return (np.abs(f - pi[None] * rho[:, None]) * grid.weights).sum(axis=axes)
+    rho = rho.reshape(rho.shape[:1] + (1,) * grid.ndim_theta + rho.shape[1:])
+    return (np.abs(f - pi[None] * rho) * grid.weights).sum(
+        axis=tuple(range(1, f.ndim)))
 
 
 def diagnostics(sol) -> dict[str, Any]:

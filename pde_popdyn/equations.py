@@ -113,7 +113,7 @@ class JointSystem:
         if scheme == "spectral":
             self.op = SpectralOperator.from_model(model, grid)
         else:
-            self.op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs)
+            self.op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
         self.fast = PropagatorStep(self.op.propagator)
         uniform = all(a.uniform for a in grid.theta_axes)
         if integrator == "uniformisation":

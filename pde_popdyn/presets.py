@@ -1,6 +1,6 @@
 """Built-in models: the README example and the closed-form test problems.
 
-:class:`GaussianProblem` is the linear-Gaussian family of docs/model.md ("Closed forms"): a quadratic loss
+:class:`GaussianProblem` is the linear-Gaussian family of test problems: a quadratic loss
 L = ½K(θ − a h − b)² (Gibbs measure π_h = N(a h + b, T/K)), constant T and m, quadratic fitness
 F = −½ (z − z*)ᵀ Q (z − z*) with z = (θ, h), replicator selection and diffusive mutation.
 Gaussian data stay Gaussian for every ε, and the reduced (ε → 0) equation has the quadratic
@@ -131,7 +131,7 @@ def readme_example() -> GaussianProblem:
 
 
 def gaussian_problem() -> GaussianProblem:
-    """The linear-Gaussian test family (exact joint and reduced solutions; docs/model.md, "Closed forms")."""
+    """The linear-Gaussian test family (exact joint and reduced solutions)."""
     return GaussianProblem()
 
 

@@ -197,23 +197,29 @@ class Solution:
         return (f"Solution(n_saved={len(self.t)}, t=[{self.t[0]:g}, {self.t[-1]:g}], "
                 f"grid={self.grid!r}{kind})")
 
-    # -- figures (thin wrappers of pde_popdyn.plot) ------------------------------------------
-    def plot_density(self, times=None, axes=None):
-        """f(θ, h) (or ρ for a reduced run) at the saved times nearest to ``times``."""
-        return plot.densities(self, times, axes=axes)
+    # -- figures (thin wrappers of pde_popdyn.plot; each returns the figure) ----------------
+    def plot_density(self, times=None, ax=None, *, dims=None, at=None, axes=None):
+        """f(θ, h) (or ρ for a reduced run) at the saved times nearest to ``times``; on grids
+        with more axes the view ``dims=(x, y)``, other axes integrated out or sliced at
+        ``at``. Returns the figure."""
+        return plot.densities(self, times, ax=ax, dims=dims, at=at, axes=axes)
 
-    def plot_kymograph(self, ax=None, hstar: float | None = None, theory: tuple | None = None):
-        """ρ(t, h) over time with the mean of h, h* and an optional theory curve."""
-        return plot.kymograph(self, ax=ax, hstar=hstar, theory=theory)
+    def plot_kymograph(self, ax=None, hstar=None, theory: tuple | None = None, *, axis=None):
+        """ρ(t, h) over time with the mean of h, h* and an optional theory curve; one panel
+        per h-axis (or the chosen ``axis``) with several. Returns the figure."""
+        return plot.kymograph(self, ax=ax, hstar=hstar, theory=theory, axis=axis)
 
     def plot_moments(self, ax=None, theory=()):
-        """Mean and variance of h over time against theory curves ``(t, mean, var, label)``."""
+        """Mean and variance of h over time against theory curves ``(t, mean, var, label)``.
+        Returns the figure."""
         return plot.moments(self, ax=ax, theory=theory)
 
     def plot_particles(self, samples, t: float | None = None, axis: str = "h", ax=None):
-        """A histogram of agents' h (or θ) over this solution's marginal at time ``t``."""
+        """A histogram of agents' h (or θ) over this solution's marginal at time ``t``.
+        Returns the figure."""
         return plot.particles(samples, self, t, axis=axis, ax=ax)
 
     def animate(self, path, field: str = "rho", **kwargs):
-        """Save ρ(t, h) or f(t, θ, h) over time as a GIF (Pillow writer); returns the path."""
+        """Save ρ(t, h) or f(t, θ, h) over time as a .gif or, with ffmpeg, an .mp4 (chosen by
+        the suffix of ``path``); returns the path. See :func:`pde_popdyn.plot.animate`."""
         return plot.animate(self, path, field=field, **kwargs)

@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
+from ._progress import progress_enabled
+
 SubStep = Callable[[np.ndarray, float], np.ndarray]
 Splitting = Literal["lie", "strang"]
 SPLITTINGS = ("lie", "strang")
@@ -102,7 +104,7 @@ def integrate(step: Callable[[np.ndarray, float], np.ndarray], f0: np.ndarray,
     """Advance ``f0`` through ``schedule`` with ``step``; return saved times and states.
 
     ``observers`` are called as ``obs(t, f)`` at every saved time (e.g. a snapshot writer).
-    ``progress``: True shows a tqdm bar, False hides it, None shows it on a terminal only.
+    ``progress``: True shows a tqdm bar, False hides it, None shows it on a terminal or in Jupyter.
     """
     from tqdm.auto import tqdm
 
@@ -119,7 +121,7 @@ def integrate(step: Callable[[np.ndarray, float], np.ndarray], f0: np.ndarray,
 
     f = f0
     save(0, f)
-    disable = None if progress is None else not progress
+    disable = not progress_enabled(progress)
     with tqdm(total=schedule.n_steps, disable=disable, desc=desc, unit="step",
               leave=False) as bar:
         for k in range(1, schedule.n_steps + 1):

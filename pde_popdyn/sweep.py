@@ -19,10 +19,11 @@
 
     from dask.distributed import Client, LocalCluster                # pip install pde_popdyn[dask]
     with LocalCluster(n_workers=4, threads_per_worker=1) as cluster, Client(cluster) as client:
-        res = pp.sweep(final_mean_h, {...}, client.get_executor())  # or Client("scheduler:8786")
+        res = pp.sweep(final_mean_h, {...}, client)            # or Client("scheduler:8786")
 
 Any :class:`concurrent.futures.Executor` works, so the same code runs serially, on a laptop's
-processes, or on a dask cluster. Each configuration is one task ``fn(**params)``.
+processes, or on a dask cluster; a dask ``Client`` may be passed itself (it is used through
+``client.get_executor()``). Each configuration is one task ``fn(**params)``.
 
 Pickling. For a process pool or dask, ``fn``, the parameters and the returned value travel
 between processes: ``ProcessPoolExecutor`` uses :mod:`pickle`, so ``fn`` must be defined at
@@ -306,6 +307,19 @@ def _prepare_output(output_dir: Any, n: int, prefix: str, overwrite: bool) -> li
     return paths
 
 
+def _as_executor(executor: Any) -> Any:
+    """A dask ``distributed.Client`` has ``submit`` but returns dask futures, which
+    ``concurrent.futures.as_completed`` cannot wait on; its ``get_executor()`` is a true
+    :class:`concurrent.futures.Executor`. Other objects pass through unchanged."""
+    if isinstance(executor, Executor) or executor is None:
+        return executor
+    cls = type(executor)
+    if cls.__module__.split(".")[0] == "distributed" and callable(
+            getattr(executor, "get_executor", None)):
+        return executor.get_executor()
+    return executor
+
+
 # -- entry point ----------------------------------------------------------------------------------
 def sweep(fn: Callable[..., Any], params: Any, executor: Executor | None = None, *,
           output_dir: str | os.PathLike | None = None, return_exceptions: bool = True,
@@ -323,9 +337,9 @@ def sweep(fn: Callable[..., Any], params: Any, executor: Executor | None = None,
         fixed) or a list of dicts. See :func:`configurations`.
     executor:
         None: run serially in this process, in order. Otherwise any
-        :class:`concurrent.futures.Executor`: ``ThreadPoolExecutor``,
-        ``ProcessPoolExecutor``, or a dask ``Client(...).get_executor()``. The executor is
-        not shut down.
+        :class:`concurrent.futures.Executor` (``ThreadPoolExecutor``, ``ProcessPoolExecutor``,
+        a dask ``client.get_executor()``), or a dask ``distributed.Client`` itself, used
+        through its executor. The executor (or client) is not shut down.
     output_dir:
         If given, each successful result is written to ``<output_dir>/<prefix><index>.h5``
         (see the module docstring) and ``sweep.json`` indexes them. Existing files are an
@@ -340,6 +354,7 @@ def sweep(fn: Callable[..., Any], params: Any, executor: Executor | None = None,
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(**params), got {_short(fn)}")
     configs = configurations(params)
+    executor = _as_executor(executor)
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), got "
                         f"{_short(executor)}; for dask use Client(...).get_executor()")

@@ -22,26 +22,14 @@ whose time reaches the next multiple), or, with neither, every step.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._progress import in_jupyter, progress_enabled
 from ._validate import _short, positive_float
-
-
-def progress_enabled(progress: bool | None) -> bool:
-    """True/False as given; None: show on an interactive terminal or in a Jupyter kernel."""
-    if progress is not None:
-        return bool(progress)
-    try:
-        if sys.stderr is not None and sys.stderr.isatty():
-            return True
-    except (AttributeError, ValueError):
-        pass
-    return "ipykernel" in sys.modules
 
 
 class Tracker:
@@ -235,14 +223,14 @@ class PlotTracker(Tracker):
         self.ax.set_title(f"t = {t:.4g}")
         if self.path is not None:
             self.fig.savefig(self.path, dpi=80)
-        elif "ipykernel" in sys.modules:
+        elif in_jupyter():
             from IPython.display import clear_output, display   # noqa: PLC0415
             clear_output(wait=True)
             display(self.fig)
         return None
 
     def finish(self, t, state, stop_reason) -> None:
-        if self.fig is not None and self.path is None and "ipykernel" in sys.modules:
+        if self.fig is not None and self.path is None and in_jupyter():
             import matplotlib.pyplot as plt  # noqa: PLC0415
             plt.close(self.fig)
 

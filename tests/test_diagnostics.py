@@ -122,3 +122,72 @@ def test_price_identity_periodic_h(scheme):
         assert np.abs(pr["boundary"]).max() > 0.05
         res.append(np.abs(pr["residual"][1:-1]).max())
     assert res[1] < 3e-6 and 3.0 < res[0] / res[1] < 5.0
+
+
+# -- grids with two h-axes (issue 10) ---------------------------------------------------------
+def _F1(th, h1):
+    return -(th - 0.3) ** 2 - 0.5 * np.sin(h1)
+
+
+def _F2(h2):
+    return np.cos(2 * h2)
+
+
+@pytest.fixture(scope="module")
+def product_runs():
+    """F = F1(θ, h1) + F2(h2), L = L(θ, h1), f₀ = f₂(θ, h1) ρ(h2): the 3-D solution is the
+    2-D one times an h2-density, so every h1-diagnostic of the 3-D run equals the 2-D one."""
+    common = dict(temperature=0.1, eps=0.05, selection=pp.Replicator(1.5),
+                  mutation=pp.Diffusion(0.02))
+    m3 = pp.Model(loss=lambda th, h: 0.5 * (th - h[0]) ** 2,
+                  fitness=lambda th, h: _F1(th, h[0]) + _F2(h[1]), **common)
+    m2 = pp.Model(loss=lambda th, h: 0.5 * (th - h) ** 2, fitness=_F1, **common)
+    g3 = pp.Grid(theta=(-3, 3, 24), h=[(-1.5, 1.5, 16), (-1, 1, 12)])
+    g2 = pp.Grid(theta=(-3, 3, 24), h=(-1.5, 1.5, 16))
+    f2 = pp.gaussian(g2, (0.0, -0.5), [0.2, 0.1])
+    h2 = g3.h[1]
+    r = np.exp(-((h2 - 0.3) ** 2) / 0.1)
+    r /= r.sum() * g3.h_axes[1].width
+    f3 = f2[:, :, None] * r[None, None, :]
+    sol3 = pp.solve(m3, g3, f3, 0.5, 0.025, save_every=1, progress=False)
+    sol2 = pp.solve(m2, g2, f2, 0.5, 0.025, save_every=1, progress=False)
+    return sol3, sol2
+
+
+def test_diagnostics_with_two_h_axes(product_runs):
+    sol3, sol2 = product_runs
+    d3, d2 = sol3.diagnostics(), sol2.diagnostics()
+    n = len(sol3.t)
+    for key in ("mean_h", "var_h", "cov_h_fitness", "price_residual"):
+        assert d3[key].shape == (n, 2), key
+    for key in ("mean_effective_fitness", "distance_to_optimum", "slow_manifold_distance",
+                "mean_fitness"):
+        assert d3[key].shape == (n,), key
+    np.testing.assert_allclose(d3["mean_h"], sol3.mean_h, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(d3["var_h"], sol3.var_h, rtol=0, atol=1e-14)
+    # the h1-part is the 2-D run's
+    for key in ("mean_h", "var_h", "price_residual"):
+        np.testing.assert_allclose(d3[key][:, 0], d2[key], rtol=0, atol=1e-10, err_msg=key)
+    np.testing.assert_allclose(d3["slow_manifold_distance"], d2["slow_manifold_distance"],
+                               rtol=1e-9, atol=1e-14)
+    # the Price identity holds along h2 too (selection on F2 moves E[h2]): O(Δt²) residual
+    pr = sol3.price_residual
+    assert np.abs(pr["selection"][:, 1]).max() > 0.05
+    assert np.abs(pr["residual"][1:-1, 1]).max() < 2e-2 * np.abs(pr["dmean_dt"][:, 1]).max()
+    # F̄(h1, h2) = F̄1(h1) + F2(h2), F̄1 with the discrete Gibbs state of the θ-cells
+    fbar = sol3.effective_fitness
+    g3 = sol3.grid
+    h1, h2 = g3.h
+    th = g3.theta[:, None]
+    pi = np.exp(-0.5 * (th - h1[None, :]) ** 2 / 0.1)
+    pi /= pi.sum(0)
+    expected = (pi * _F1(th, h1[None, :])).sum(0)[:, None] + _F2(h2)[None, :]
+    assert fbar.shape == g3.h_shape
+    np.testing.assert_allclose(fbar, expected, rtol=0, atol=1e-12)
+    # and close to the continuum F̄ of the 2-D run (quadrature on the box)
+    np.testing.assert_allclose(fbar[:, 0] - _F2(h2[0]), sol2.effective_fitness, atol=2e-3)
+    # h* = argmax F̄ on the 2-D h-grid, refined along each axis
+    hstar = dg.argmax_fitness(fbar, g3.h)
+    assert len(hstar) == 2
+    np.testing.assert_allclose(d3["distance_to_optimum"],
+                               np.hypot(*(sol3.mean_h - np.asarray(hstar)).T), atol=1e-14)

@@ -186,3 +186,18 @@ def test_bad_arguments():
         pp.sweep(3, {"x": [1]})
     with pytest.raises(TypeError, match="get_executor"):
         pp.sweep(power, {"x": [1], "p": [1]}, executor="dask")
+
+
+def test_dask_client_passed_directly(serial16):
+    """dask users pass their Client itself (issue 10): it is used through its executor."""
+    distributed = pytest.importorskip(
+        "dask.distributed",
+        reason="dask is not installed: pip install 'pde_popdyn[dask]' to test sweeps with a "
+               "dask Client")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        res = pp.sweep(tiny_solve, GRID16, client)
+        bad = pp.sweep(power, {"x": [1.0, -2.0], "p": [2]}, client)
+    _same(res, serial16)
+    assert bad.values[0] == 1.0 and "configuration #1" in bad[1].error

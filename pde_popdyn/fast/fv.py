@@ -33,6 +33,8 @@ Every branch is positive, conserves the mass of each column to round-off and lea
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import eigvalsh_tridiagonal
@@ -42,6 +44,7 @@ from .uniformisation import poisson_terms, poisson_weights
 
 _PROJ_MARGIN = 37.0      # e^{-37} ≈ 1e-16
 _PHI_STEP_MAX = 700.0    # larger potential jumps between neighbours make the rates underflow
+NO_MASS = 1e-10          # an h-column with a smaller fraction of the mass "holds no mass"
 
 
 def bernoulli(x: np.ndarray) -> np.ndarray:
@@ -172,7 +175,9 @@ class SGOperator:
                    h_mass: np.ndarray | None = None) -> "SGOperator":
         """The operator of ``model`` on ``grid`` (several h-axes: every h-node is a column).
 
-        ``check_gibbs`` raises where exp(−L/T) is not resolved or not confined on the θ-box.
+        ``check_gibbs`` raises where exp(−L/T) is not resolved or not confined on the θ-box
+        (:func:`check_gibbs_on_box`); ``h_mass``, the mass of each h-column of the initial
+        density, lets columns without mass be cut by the θ-box with a warning.
         """
         tshape = grid.theta_shape
         L = model.loss_on(grid).reshape(*tshape, -1)
@@ -181,9 +186,9 @@ class SGOperator:
         phi = L / T
         if check_gibbs:
             if grid.ndim_theta == 1:
-                check_gibbs_on_box(phi, grid, periodic=grid.theta_axis.periodic)
+                check_gibbs_on_box(phi, grid, periodic=grid.theta_axis.periodic, h_mass=h_mass)
             else:
-                check_gibbs_nd(phi, grid)
+                check_gibbs_nd(phi, grid, h_mass=h_mass)
         rates = [m * T / (model.eps * a.width ** 2) for a in grid.theta_axes]
         return cls(phi, rates, [a.periodic for a in grid.theta_axes])
 
@@ -388,9 +393,70 @@ def _h_label(grid, j: int) -> str:
     return f"{vals[0]:.4g}" if len(vals) == 1 else "(" + ", ".join(f"{v:.4g}" for v in vals) + ")"
 
 
-def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
+def _h_ranges(grid, cols: np.ndarray) -> str:
+    """The h-values of the flattened columns ``cols``: contiguous ranges on one h-axis."""
+    cols = np.sort(cols)
+    if grid.ndim_h > 1:
+        return (f"{len(cols)} h-nodes from h={_h_label(grid, int(cols[0]))} to "
+                f"h={_h_label(grid, int(cols[-1]))}")
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+    return "h in " + " and ".join(f"[{_h_label(grid, int(r[0]))}, {_h_label(grid, int(r[-1]))}]"
+                                  for r in runs)
+
+
+def _mass_fractions(h_mass, n_cols: int) -> np.ndarray | None:
+    if h_mass is None:
+        return None
+    m = np.asarray(h_mass, dtype=float).reshape(-1)
+    if m.size != n_cols:
+        raise ValueError(f"h_mass must have {n_cols} entries (the mass of each h-column), got "
+                         f"{m.size}")
+    total = m.sum()
+    if not np.isfinite(total) or total <= 0 or (m < 0).any():
+        raise ValueError("h_mass must be non-negative with a positive sum")
+    return m / total
+
+
+def _edge_cut(bad: np.ndarray, frac: np.ndarray | None, grid, edge: str, theta_edge: float,
+              what: str) -> np.ndarray:
+    """Refuse a column whose Gibbs state the θ-box cuts (``bad``) unless ``frac`` says it
+    holds no mass; return the columns passed over that way."""
+    if not bad.any():
+        return np.zeros(0, dtype=int)
+    cut = np.flatnonzero(bad)
+    heavy = cut if frac is None else cut[frac[cut] >= NO_MASS]
+    if heavy.size:
+        j = int(heavy[0])
+        held = "" if frac is None else f", which holds a fraction {frac[j]:.2g} of the mass"
+        raise ValueError(
+            f"loss: the Gibbs weight exp(-L/T) grows toward the {edge} edge of the "
+            f"{what} (theta={theta_edge:.4g}) at h={_h_label(grid, j)}{held}: the loss is not "
+            f"confining on this box. Use a wider theta-box that contains the minimum of L, or "
+            f"pass check_gibbs=False if a boundary-truncated Gibbs state is meant")
+    return cut
+
+
+def _warn_cut(grid, cut: np.ndarray, frac: np.ndarray) -> None:
+    if cut.size:
+        cut = np.unique(cut)
+        warnings.warn(
+            f"the theta-box cuts the Gibbs state exp(-L/T) at {_h_ranges(grid, cut)} "
+            f"({cut.size} of {frac.size} h-columns), where the loss is not confining on the "
+            f"box; these h-values hold no mass (a fraction {frac[cut].sum():.1e} of it), so "
+            f"the run goes on, but it is right only while the population stays away from "
+            f"them. Use a wider theta-box that contains the minimum of L there to silence "
+            f"this", UserWarning, stacklevel=4)
+
+
+def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False,
+                       h_mass: np.ndarray | None = None) -> None:
     """Raise if exp(−Φ) under- or overflows on the θ-box, naming the fix. Φ has shape
-    (n_theta, n_h) with the h-nodes flattened into columns."""
+    (n_theta, n_h) with the h-nodes flattened into columns.
+
+    A column whose Gibbs state grows toward an edge of the θ-box (the box cuts it) is refused,
+    unless ``h_mass`` (the mass of each column, e.g. of the initial density) says it holds
+    no mass (a fraction below ``NO_MASS``): such columns are named in a ``UserWarning``.
+    """
     dphi = np.abs(np.diff(phi, axis=0))
     if dphi.max() > _PHI_STEP_MAX:
         i, j = np.unravel_index(np.argmax(dphi), dphi.shape)
@@ -399,20 +465,15 @@ def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
             f"jumps by {dphi[i, j]:.3g} between theta={grid.theta[i]:.4g} and "
             f"{grid.theta[i + 1]:.4g} at h={_h_label(grid, j)}. Use a narrower theta-box or "
             f"more theta-cells, or a higher temperature")
+    frac = _mass_fractions(h_mass, phi.shape[1])
     interior = phi[1:-1].min(axis=0)
     scale = 1e-9 * np.maximum(1.0, np.abs(interior))
-    for edge, row in () if periodic else (("lower", 0), ("upper", -1)):
-        bad = phi[row] < interior - scale
-        if bad.any():
-            j = int(np.argmax(bad))
-            raise ValueError(
-                f"loss: the Gibbs weight exp(-L/T) grows toward the {edge} edge of the "
-                f"theta-box (theta={grid.theta[row]:.4g}) at h={_h_label(grid, j)}: the loss is "
-                f"not confining on this box. Use a wider theta-box that contains the minimum "
-                f"of L, or pass check_gibbs=False if a boundary-truncated Gibbs state is meant")
-    logpi = -(phi - phi.min(axis=0, keepdims=True))
-    pi = np.exp(logpi)
-    pi /= pi.sum(axis=0, keepdims=True)
+    cut = [_edge_cut(phi[row] < interior - scale, frac, grid, edge,
+                     float(grid.theta[row]), "theta-box")
+           for edge, row in (() if periodic else (("lower", 0), ("upper", -1)))]
+    if frac is not None and cut:
+        _warn_cut(grid, np.concatenate(cut), frac)
+    pi = gibbs_state(phi, 1)
     th = grid.theta[:, None]
     mean = (pi * th).sum(0)
     std = np.sqrt(np.maximum((pi * (th - mean) ** 2).sum(0), 0.0))
@@ -424,8 +485,7 @@ def check_gibbs_on_box(phi: np.ndarray, grid, periodic: bool = False) -> None:
             f"Use a narrower theta-box or more theta-cells, or a higher temperature")
 
 
-
-def check_gibbs_nd(phi: np.ndarray, grid) -> None:
+def check_gibbs_nd(phi: np.ndarray, grid, h_mass: np.ndarray | None = None) -> None:
     """The checks of :func:`check_gibbs_on_box` for several θ-axes (``phi``: (*θ, n_cols))."""
     d = phi.ndim - 1
     for a, ax in enumerate(grid.theta_axes):
@@ -435,9 +495,9 @@ def check_gibbs_nd(phi: np.ndarray, grid) -> None:
                 f"loss: the Gibbs weight exp(-L/T) underflows between neighbouring cells along "
                 f"{ax.name} (L/T jumps by {dphi.max():.3g}). Use a narrower box or more cells, "
                 f"or a higher temperature")
-    flat = phi.reshape(-1, phi.shape[-1])
-    pi = np.exp(-(flat - flat.min(axis=0, keepdims=True))).reshape(phi.shape)
-    pi /= pi.sum(axis=tuple(range(d)), keepdims=True)
+    frac = _mass_fractions(h_mass, phi.shape[-1])
+    pi = gibbs_state(phi, d)
+    cut = []
     for a, ax in enumerate(grid.theta_axes):
         shape = [1] * (d + 1)
         shape[a] = ax.cells
@@ -450,15 +510,14 @@ def check_gibbs_nd(phi: np.ndarray, grid) -> None:
                 f"{ax.name}. Use a narrower box or more cells, or a higher temperature")
         if not ax.periodic:
             inner = np.take(phi, np.arange(1, ax.cells - 1), axis=a).min(axis=a)
+            interior = np.min(inner.reshape(-1, phi.shape[-1]), axis=0)
             for edge, row in (("lower", 0), ("upper", ax.cells - 1)):
-                edge_min = np.take(phi, row, axis=a)
-                interior = np.min(inner.reshape(-1, phi.shape[-1]), axis=0)
-                edge_vals = np.min(edge_min.reshape(-1, phi.shape[-1]), axis=0)
-                if (edge_vals < interior - 1e-9 * np.maximum(1.0, np.abs(interior))).any():
-                    raise ValueError(
-                        f"loss: the Gibbs weight exp(-L/T) grows toward the {edge} edge of the "
-                        f"{ax.name}-box: the loss is not confining on this box. Use a wider "
-                        f"box that contains the minimum of L, or pass check_gibbs=False")
+                edge_vals = np.min(np.take(phi, row, axis=a).reshape(-1, phi.shape[-1]), axis=0)
+                bad = edge_vals < interior - 1e-9 * np.maximum(1.0, np.abs(interior))
+                cut.append(_edge_cut(bad, frac, grid, edge, float(ax.centres[row]),
+                                     f"{ax.name}-box"))
+    if frac is not None and cut:
+        _warn_cut(grid, np.concatenate(cut), frac)
 
 
 __all__ = ["SGOperator", "FastPropagator", "bernoulli", "gibbs_state", "stencil_apply",

@@ -70,12 +70,37 @@ from ..grid import Grid
 from ..model import Model
 from .approx import (_gauss_hermite, _laplace, _monte_carlo, find_modes,  # noqa: F401
                      langevin_average)
+from ..fast.fv import gibbs_state
 from .core import (METHODS, _adaptive, _check_confined, _check_model_grid, _gibbs_nodes, _phi,
                    _points, _pressure)
 
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+def discrete_gibbs(model: Model, grid: Grid) -> np.ndarray:
+    """π_h ∝ exp(−L/T) at the θ-nodes of every h-node, on a grid with any number of θ- and
+    h-axes, each column normalised with the θ-weights (Σ_θ w_θ π_h(θ) = 1): the state the
+    finite-volume fast step leaves exactly invariant. Shape ``grid.shape``."""
+    phi = model.loss_on(grid) / model.temperature_on(grid.h_mesh())
+    return gibbs_state(phi, grid.ndim_theta, grid.theta_weights)
+
+
+def discrete_effective_fitness(model: Model, grid: Grid, pressure: float | None = None
+                               ) -> np.ndarray:
+    """F̄(h) = Σ_θ w_θ π_h F (or, with a pressure α, F̄_α = α⁻¹ log Σ_θ w_θ π_h e^{αF}) with the
+    discrete Gibbs state of :func:`discrete_gibbs`, on every h-node (shape ``grid.h_shape``);
+    the ε → 0 limit of the finite-volume scheme, on grids with any number of axes."""
+    axes = tuple(range(grid.ndim_theta))
+    wt = grid.theta_weights.reshape(grid.theta_shape + (1,) * grid.ndim_h)
+    p = discrete_gibbs(model, grid) * wt
+    F = model.fitness_on(grid)
+    if pressure is None:
+        return (p * F).sum(axis=axes)
+    top = F.max(axis=axes, keepdims=True)
+    return top.reshape(grid.h_shape) + np.log(
+        (p * np.exp(pressure * (F - top))).sum(axis=axes)) / pressure
+
+
 def gibbs(model: Model, grid: Grid, *, cell_averages: bool = False,
           check: bool = True) -> np.ndarray:
     """The Gibbs density π_h(θ) ∝ exp(−L(θ,h)/T(h)) on the grid, shape (n_theta, n_h).
@@ -90,6 +115,11 @@ def gibbs(model: Model, grid: Grid, *, cell_averages: bool = False,
     θ-cells only): cell averages (16-point Gauss–Legendre per cell) of the continuous density
     exp(−Φ)/Z with Z on the box by :func:`log_partition`.
     """
+    if grid.ndim_theta > 1 or grid.ndim_h > 1:
+        if cell_averages:
+            raise ValueError("cell_averages=True needs one theta-axis and one h-axis; use "
+                             "cell_averages=False (node values) on this grid")
+        return discrete_gibbs(model, grid)
     _check_model_grid(model, grid)
     h = grid.h
     if check and not grid.theta_axis.periodic:
@@ -222,8 +252,13 @@ class GibbsAverages:
         if self.user_fitness is not None:
             return self.user_fitness
         if pressure not in self._fbar:
-            self._fbar[pressure] = np.asarray(effective_fitness(
-                self.model, self.grid, "quadrature", pressure=pressure), dtype=float)
+            if self.grid.ndim_theta > 1 or self.grid.ndim_h > 1:
+                # several axes: the discrete Gibbs average (the quadrature is one-axis)
+                fbar = discrete_effective_fitness(self.model, self.grid, pressure)
+            else:
+                fbar = effective_fitness(self.model, self.grid, "quadrature",
+                                         pressure=pressure)
+            self._fbar[pressure] = np.asarray(fbar, dtype=float)
         return self._fbar[pressure]
 
     @property
@@ -248,4 +283,4 @@ class GibbsAverages:
 
 
 __all__ = ["effective_fitness", "gibbs", "log_partition", "find_modes", "langevin_average",
-           "METHODS", "GibbsAverages"]
+           "METHODS", "GibbsAverages", "discrete_gibbs", "discrete_effective_fitness"]

@@ -67,28 +67,40 @@ class Diffusion(MutationRule):
         return h
 
     def boundary_rate(self, rho: np.ndarray, grid, spectral: bool) -> np.ndarray:
-        """The flux term B of d/dt E[h] = (selection) + B for ρ normalised to unit mass.
+        """The flux term B of d/dt E[h] = (selection) + B for ρ normalised to unit mass
+        (rows: saved states; one column per h-axis with several).
 
         Summation by parts with the finite-volume Laplacian (ghost cells equal to the edge
         cells) gives Σ_i h_i (Δ_h ρ)_i Δh = −(ρ_M − ρ_1), so B = −D (ρ_M − ρ_1) (reflecting);
         B = D (ℓ/Δh)(ρ_1 − ρ_M) on a periodic axis read on [h_lo, h_hi); with continuum
-        eigenvalues B = D Σ_i h_i (Δ_spec ρ)_i Δh.
+        eigenvalues B = D Σ_i h_i (Δ_spec ρ)_i Δh. With several h-axes the part of Δ_h along
+        the other axes integrates to zero, so B of axis i is the one-axis formula applied to
+        the marginal density of h_i.
         """
         D = self.coefficient
+        n = rho.shape[0]
+        k = grid.ndim_h
         if D == 0:
-            return np.zeros(rho.shape[0])
-        ax = grid.h_axis
-        if spectral:
-            lam = spectral_eigenvalues(ax.cells, ax.width, ax.periodic)
-            if ax.periodic:
-                lap = sfft.irfft(-lam * sfft.rfft(rho, axis=-1), n=ax.cells, axis=-1)
+            return np.zeros(n) if k == 1 else np.zeros((n, k))
+        out = []
+        for i, ax in enumerate(grid.h_axes):
+            marg = rho
+            for j in reversed(range(k)):               # integrate out the other h-axes
+                if j != i:
+                    marg = np.tensordot(marg, grid.h_axes[j].weights, axes=([1 + j], [0]))
+            if spectral:
+                lam = spectral_eigenvalues(ax.cells, ax.width, ax.periodic)
+                if ax.periodic:
+                    lap = sfft.irfft(-lam * sfft.rfft(marg, axis=-1), n=ax.cells, axis=-1)
+                else:
+                    lap = sfft.idct(-lam * sfft.dct(marg, type=2, axis=-1, norm="ortho"),
+                                    type=2, axis=-1, norm="ortho")
+                out.append(D * (lap * ax.centres).sum(-1) * ax.width)
+            elif ax.periodic:
+                out.append(D * (ax.length / ax.width) * (marg[:, 0] - marg[:, -1]))
             else:
-                lap = sfft.idct(-lam * sfft.dct(rho, type=2, axis=-1, norm="ortho"), type=2,
-                                axis=-1, norm="ortho")
-            return D * (lap * ax.centres).sum(-1) * ax.width
-        if ax.periodic:
-            return D * (ax.length / ax.width) * (rho[:, 0] - rho[:, -1])
-        return -D * (rho[:, -1] - rho[:, 0])
+                out.append(-D * (marg[:, -1] - marg[:, 0]))
+        return out[0] if k == 1 else np.stack(out, axis=-1)
 
 
 @dataclass(frozen=True)

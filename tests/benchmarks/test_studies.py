@@ -234,3 +234,30 @@ def test_cli_bench_outside_a_checkout_says_so(tmp_path, monkeypatch, capsys):
     assert cli.main(["bench", "--list"]) == 2
     err = capsys.readouterr().err
     assert "not part of the installed package" in err and "checkout" in err
+
+
+def test_findiff_baseline_is_fourth_order_on_a_smooth_density():
+    """The findiff method of lines (work-precision study) applies the expanded operator
+    (mT/ε)u'' + (m/ε)(L_θ u_θ + L_θθ u) + D u_hh + κ F u with fourth-order accuracy."""
+    findiff = pytest.importorskip("findiff", reason="findiff is not installed: pip install "
+                                  "'pde_popdyn[bench]' for the findiff baseline")
+    errs = []
+    for n in (48, 96):
+        case = wp.point_case(n)
+        model, grid = case.model, case.grid
+        th, hh = grid.mesh()
+        s2 = 0.15
+        u = np.exp(-(th ** 2 + hh ** 2) / (2 * s2))
+        prob = wp.problem()
+        K, a, b = prob.K, prob.a, prob.b
+        L_th = K * (th - a * hh - b)
+        rhs = ((prob.T / prob.eps) * (th ** 2 / s2 ** 2 - 1 / s2) * u
+               + (1 / prob.eps) * (L_th * (-th / s2) * u + K * u)
+               + prob.D * (hh ** 2 / s2 ** 2 - 1 / s2) * u
+               + prob.kappa * model.fitness_on(grid) * u)
+        M, edge = wp.findiff_matrix(findiff, case)
+        got = (M @ u.ravel()).reshape(grid.shape)
+        assert not got[edge].any()                        # boundary nodes held fixed
+        errs.append(np.abs(got - rhs)[~edge].max() / np.abs(rhs).max())
+    assert errs[1] < 1e-3
+    assert 12 < errs[0] / errs[1] < 20, errs            # 2⁴ = 16

@@ -95,3 +95,53 @@ def test_no_symmetrisation_blow_up_in_the_tails():
     for _ in range(64):
         x = small(x)
     np.testing.assert_allclose(g, x, rtol=0, atol=1e-12)
+
+
+# -- the Gibbs check where the θ-box cuts the Gibbs state (issue 10) ---------------------------
+def _standard_problem():
+    """L = ½(θ − h)² on [−2.5, 2.5]²: at the h-edges θ*(h) = h sits in the last θ-cell, so the
+    Gibbs state there is cut by the θ-box."""
+    import pde_popdyn as pp
+    model = pp.Model(loss=lambda th, h: 0.5 * (th - h) ** 2,
+                     fitness=lambda th, h: -(th - 0.5) ** 2, temperature=0.05, eps=0.01,
+                     selection=pp.Replicator(1.0), mutation=pp.Diffusion(0.01))
+    return model, pp.Grid(theta=(-2.5, 2.5, 64), h=(-2.5, 2.5, 64))
+
+
+def test_gibbs_cut_where_there_is_no_mass_warns_and_runs():
+    import pde_popdyn as pp
+    model, grid = _standard_problem()
+    f0 = pp.gaussian(grid, (0.0, 0.0), [0.1, 0.1])
+    with pytest.warns(UserWarning, match=r"h in \[-2\.461, -2\.461\] and \[2\.461, 2\.461\].*"
+                                         r"2 of 64 h-columns") as rec:
+        sol = pp.solve(model, grid, f0, 0.5, 0.05, progress=False)
+    assert len(rec) == 1 and "wider theta-box" in str(rec[0].message)
+    assert abs(sol.mass[-1] - 1) < 1e-13 and sol.f.min() >= 0
+    # the columns that were cut still hold no mass at the end
+    assert sol.rho[-1][[0, -1]].max() * grid.dh < 1e-10
+
+
+def test_gibbs_cut_where_there_is_mass_is_refused():
+    import pde_popdyn as pp
+    model, grid = _standard_problem()
+    f0 = pp.gaussian(grid, (0.0, 2.2), [0.1, 0.1])      # mass at the upper h-edge
+    with pytest.raises(ValueError, match=r"grows toward the upper edge of the theta-box.*"
+                                         r"h=2\.461.*holds a fraction [0-9.e-]+ of the mass"):
+        pp.solve(model, grid, f0, 0.5, 0.05, progress=False)
+
+
+def test_gibbs_check_with_and_without_h_mass():
+    from pde_popdyn.fast.fv import check_gibbs_on_box
+    model, grid = _standard_problem()
+    phi = model.loss_on(grid) / 0.05
+    with pytest.raises(ValueError, match="grows toward the lower edge"):
+        check_gibbs_on_box(phi, grid)                      # no mass given: refuse, as before
+    mass = np.ones(grid.n_h)
+    mass[[0, -1]] = 0.0
+    with pytest.warns(UserWarning, match="hold no mass"):
+        check_gibbs_on_box(phi, grid, h_mass=mass)
+    mass[-1] = 1e-3
+    with pytest.raises(ValueError, match="upper edge"):
+        check_gibbs_on_box(phi, grid, h_mass=mass)
+    with pytest.raises(ValueError, match="h_mass must have 64 entries"):
+        check_gibbs_on_box(phi, grid, h_mass=np.ones(3))
