@@ -105,7 +105,7 @@ class JointSystem:
         self.scheme, self.splitting, self.integrator = scheme, splitting, integrator
         self.ledger = ClipLedger()
         setting = Setting(grid, grid.ndim_h, joint=True, spectral=scheme == "spectral",
-                          ledger=self.ledger)
+                          ledger=self.ledger, averages=GibbsAverages(model, grid))
         setting.explore = model.explore_kernel(setting)
         self.setting = setting
         sel = model.selection if model.selection_active else None
@@ -137,17 +137,19 @@ class JointSystem:
         self.setup_seconds = time.perf_counter() - t0
 
     def _unsplit(self, model: Model, sel) -> UnsplitStep:
-        if sel is not None and sel.linear_rate is None or \
-                any(not m.continuous for m in model.mutations):
+        # between generations a rule acting at discrete times leaves only the linear part
+        events_only = sel is not None and sel.interval is not None
+        kappa = 0.0 if sel is None or events_only else sel.linear_rate
+        if kappa is None or any(not m.continuous for m in model.mutations) and not events_only:
             raise ValueError("integrator='uniformisation' integrates the linearised replicator "
-                             "equation: it needs selection=pp.Replicator (or None) and "
+                             "equation: it needs selection=pp.Replicator (or None, or a rule "
+                             "acting at generation times such as pp.PBT) and "
                              "mutation=pp.Diffusion (or None); use the default "
                              "integrator='split' for other rules")
         if self.scheme != "fv" or self.grid.ndim_theta != 1:
             raise ValueError("integrator='uniformisation' needs scheme='fv' and one "
                              "theta-axis; use the default integrator='split'")
-        return UnsplitStep(self.op, self.grid, self.fitness,
-                           0.0 if sel is None else sel.linear_rate, model.diffusion_coefficient)
+        return UnsplitStep(self.op, self.grid, self.fitness, kappa, model.diffusion_coefficient)
 
     @property
     def has_events(self) -> bool:
@@ -228,6 +230,7 @@ class ReducedSystem:
         setting.explore = model.explore_kernel(setting)
         self.setting = setting
         self.ctx = GibbsAverages(model, grid, setting, resolve_fitness(grid, fitness))
+        setting.averages = self.ctx
         sel = model.selection if model.selection_active else None
         steps = []
         self.fitness = None

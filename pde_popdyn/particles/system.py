@@ -215,15 +215,21 @@ class Simulator:
         return h
 
     def assign(self, target: Population, donors: Population, dst: np.ndarray,
-               src: np.ndarray, *, copy: str, explore: bool, fresh: bool = True
+               src: np.ndarray, *, copy: str, explore: bool, memory: str | None = None
                ) -> Population:
         """target[dst] ← donors[src] (θ too if copy == 'both'), the copied h perturbed by the
         explore rules if ``explore``; returns a new population (target is not modified).
-        Agents that take h with their own θ start a fresh fitness memory (``fresh``)."""
+
+        ``memory`` (windowed fitness only): 'inherit' copies the donor's fitness memory,
+        'reset' starts a fresh one from the copier's new state; default: inherit when θ is
+        copied, reset when only h is."""
         out = target.copy()
         self.stats["copies"] += int(dst.size)
+        if memory is None:
+            memory = "inherit" if copy == "both" else "reset"
         if copy == "both":
             out.theta[dst] = donors.theta[src]
+        if memory == "inherit":
             if out.wavg is not None:
                 out.wavg[dst] = donors.wavg[src]
             if out.wbuf is not None:
@@ -231,7 +237,7 @@ class Simulator:
                 out.wsum[dst] = donors.wsum[src]
         hn = donors.h[src]
         out.h[dst] = self.explore(hn) if explore and self.explorers else hn
-        if copy == "h" and fresh:
+        if memory == "reset":
             self.reset_window(out, dst)
         return out
 

@@ -47,7 +47,8 @@ class Setting:
 
     ``spectral`` selects continuum eigenvalues for mutation and explore kernels; ``explore``
     is the kernel K applied to the mass of each copy (None: no perturbation); ``ledger``
-    records the mass removed by clipping.
+    records the mass removed by clipping; ``averages`` gives Gibbs averages (F̄, F̄_α) on the
+    h-grid to rules that rank on them (a :class:`~pde_popdyn.gibbs.GibbsAverages`).
     """
 
     grid: Grid
@@ -56,6 +57,7 @@ class Setting:
     spectral: bool = False
     explore: Callable[[np.ndarray], np.ndarray] | None = None
     ledger: ClipLedger = field(default_factory=ClipLedger)
+    averages: Any = None
 
     def h_coords(self, ndim: int) -> list[np.ndarray]:
         """Each h-coordinate shaped to broadcast against a state of ``ndim`` axes."""

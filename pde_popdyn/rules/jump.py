@@ -158,7 +158,7 @@ class Truncation(_JumpRule):
         src = top[sim.rng.integers(0, k, jb.size)]
         out = sim.assign(target, donors, jb, src, copy=self.copy, explore=True)
         if jn.size and donors is not target:
-            out = sim.assign(out, donors, jn, jn, copy="both", explore=False, fresh=False)
+            out = sim.assign(out, donors, jn, jn, copy="both", explore=False, memory="inherit")
         return out
 
 
