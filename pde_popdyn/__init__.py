@@ -5,9 +5,9 @@ selection–mutation equation; as ε → 0 it factorises as ρ(t, h) π_h(θ). S
 the module docstrings for the equations each function solves.
 """
 
+from ._version import __version__
 from .densities import from_samples, gaussian, normalize, uniform
 from .grid import Grid
-from .io import load, resume
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
 from .solution import Solution
 from .gibbs import effective_fitness, gibbs, log_partition
@@ -16,9 +16,8 @@ from .solve import solve
 from .convergence import ConvergenceStudy, convergence
 from .sweep import SweepResult, sweep
 from .particles import Ensemble, simulate_particles
+from .loading import load, resume
 from .compare import compare
-
-__version__ = "0.1.0"
 
 __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
            "GaussianJump", "gaussian", "uniform", "normalize",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,9 @@ from ._validate import density_array, positive_float
 from .fast.fv import SGOperator, SGOperatorND
 from .fast.spectral import SpectralOperator
 from .grid import Grid
+from .io import SnapshotWriter, check_writable
 from .model import BoltzmannJump, Diffusion, GaussianJump, Model, Replicator, Truncation
+from .resume import prepare_resume
 from .slow.mutation import DiffusionStep
 from .slow.selection import BoltzmannMap, JumpStep, ReplicatorStep, TruncationMap
 from .solution import Solution
@@ -212,11 +215,8 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         with ``.t`` (n_saved,) and ``.f`` (n_saved, n_theta, n_h); after ``resume``, the whole
         run, stored snapshots included.
     """
-    from pathlib import Path
-
-    from .io import SnapshotWriter, check_writable, prepare_resume
     plan = None
-    if resume is not None:  # continue the run in the file (pde_popdyn.io.prepare_resume)
+    if resume is not None:  # continue the run in the file (pde_popdyn.resume.prepare_resume)
         if f0 is not None:
             raise ValueError("f0 must be None with resume=...: the run continues from the last "
                              "snapshot stored in the file")
