@@ -13,7 +13,7 @@ from .convergence import ConvergenceStudy, convergence
 from .densities import from_samples, gaussian, normalize, uniform
 from .gibbs import effective_fitness, gibbs, log_partition
 from .grid import Grid
-from .io import load
+from .loading import load
 from .model import Model
 from .particles import Ensemble, simulate_particles
 from .reduced import solve_reduced, steady_state

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh, splu
 
+from . import io
 from ._validate import density_array
 from .equations import ReducedSystem, resolve_fitness
 from .gibbs import effective_fitness
@@ -110,12 +111,12 @@ def solve_reduced(model: Model, grid: Grid, rho0: Any, t_final: float, dt: float
     interval = model.selection.interval if model.selection_active else None
     schedule = plan.schedule if plan is not None else \
         Schedule.make(0.0, t_final, dt, save_every, interval)
+    settings = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
+                "dt_requested": dt, "save_every": schedule.save_every, "interval": interval,
+                "fitness_kind": system.fitness_kind}
     writer = plan.writer(model=model, fitness=system.fitness) if plan is not None else \
         open_output(output, overwrite, kind="reduced", grid=grid, model=model,
-                    fitness=system.fitness,
-                    attrs={"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
-                           "dt_requested": dt, "save_every": schedule.save_every,
-                           "interval": interval, "fitness_kind": system.fitness_kind})
+                    fitness=system.fitness, attrs=io.run_attributes("reduced", settings))
     try:
         rec = run(system, rho, schedule, trackers=trackers, writer=writer, progress=progress,
                   desc="pde_popdyn reduced")
@@ -123,16 +124,13 @@ def solve_reduced(model: Model, grid: Grid, rho0: Any, t_final: float, dt: float
         if writer is not None:
             writer.close(status="failed")
         raise
-    info = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
-            "n_steps": rec.steps_done, "save_every": schedule.save_every, "interval": interval,
-            "setup_seconds": system.setup_seconds, "run_seconds": rec.wall_seconds,
-            "fitness": system.fitness, "fitness_kind": system.fitness_kind,
-            **system.summary()}
+    info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
+            "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
+            "fitness": system.fitness, **system.summary()}
     t, rhos = np.asarray(rec.t), np.stack(rec.states)
     if writer is not None:
         writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(t[-1]),
-                     stop_reason=rec.stop_reason)
+                     **io.closing_attributes(t, info))
         info["output"] = str(writer.path)
     if plan is not None:
         t = np.concatenate([plan.t[:-1], t])

@@ -25,7 +25,7 @@ def resume(path: str | os.PathLike, t_final: float, *, model: Any = None,
     repaired first) continues from its last snapshot. Returns the whole run, stored and new
     snapshots, as :func:`pde_popdyn.load` would.
     """
-    attrs = io.file_attrs(path)
+    attrs = io.read_attributes(path)
     if model is None:
         model = model_from_attrs(attrs)
         if model is None:

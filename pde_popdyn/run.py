@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
+from .rules import rule_from_dict
 from .trackers import ProgressTracker, as_trackers
 
 SPLITTINGS = ("strang", "lie")
@@ -321,6 +322,35 @@ class ResumePlan:
                                         fitness=fitness)
 
 
+def _same_rules(stored: Any, rules: tuple) -> bool:
+    """Whether a stored rule description (one, a list, or None) rebuilds ``rules`` (the
+    first version's descriptions lack later defaults, e.g. ``copy``)."""
+    items = [] if stored is None else stored if isinstance(stored, list) else [stored]
+    try:
+        return tuple(rule_from_dict(d) for d in items) == rules
+    except (TypeError, ValueError):
+        return False
+
+
+def _model_mismatch(model: Any, stored: Any) -> list[str]:
+    """The keys in which ``model.describe()`` differs from a stored description."""
+    if not isinstance(stored, dict) or not hasattr(model, "describe"):
+        return []
+    now = json.loads(io.schema.dumps(model.describe()))
+    out = []
+    for k in sorted(set(now) | set(stored)):
+        if k == "selection":
+            same = _same_rules(stored.get(k), () if model.selection is None
+                               else (model.selection,))
+        elif k == "mutation":
+            same = _same_rules(stored.get(k), model.mutations)
+        else:
+            same = now.get(k) == stored.get(k)
+        if not same:
+            out.append(k)
+    return out
+
+
 def _same(name: str, given: Any, stored: Any, path) -> None:
     if given is not None and stored is not None and given != stored:
         raise ValueError(f"{name}={given!r} differs from the {name} of {path} ({stored!r}); "
@@ -344,8 +374,17 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
     if output is not None and Path(output).resolve() != p.resolve():
         raise ValueError(f"output={output!r} differs from resume={str(path)!r}; a resumed run "
                          f"appends to the file it resumes")
-    attrs, data = io.read_for_resume(p, kind)
-    stored_grid = io.grid_from_attrs(attrs, p)
+    record = io.read(p)
+    if record.kind != kind:
+        raise io.SnapshotFileError(f"{p} holds a {record.kind} run; it cannot be resumed as a "
+                                   f"{kind} run")
+    if not record.closed_cleanly:       # a killed writer: keep every complete snapshot
+        io.repair(p)
+        record = io.read(p)
+    if len(record.t) == 0:
+        raise io.SnapshotFileError(f"{p} holds no snapshot to resume from")
+    attrs, data = record.attrs, record.fields
+    stored_grid = record.grid
     if grid is not None and stored_grid is not None and grid != stored_grid:
         raise ValueError(f"grid={grid!r} differs from the grid of {p} ({stored_grid!r}); pass "
                          f"grid=None to use the file's")
@@ -355,7 +394,7 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
             stored = None
         _same(name, given, stored, p)
     if model is not None:
-        diff = io.model_mismatch(model, attrs.get("model"))
+        diff = _model_mismatch(model, attrs.get("model"))
         if diff:
             raise ValueError(f"the model differs from the one stored in {p} in {diff}; resume "
                              f"with the same model, or start a new file from "
@@ -382,7 +421,7 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
         if not np.allclose(given, first, rtol=1e-10, atol=1e-12 * np.abs(first).max()):
             raise ValueError(f"f0 differs from the initial state stored in {p}; resume with "
                              f"f0=None (or the first run's f0), or start a new run")
-    t_last = float(data["time"][-1])
+    t_last = float(record.t[-1])
     span = float(t_final) - t_last
     if not np.isfinite(span) or span < -1e-9 * stored_dt:
         raise ValueError(f"t_final={t_final!r} is before the last time {t_last!r} stored in "
@@ -397,12 +436,12 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
     interval = attrs.get("interval")
     schedule = Schedule(t0=t_last, dt=stored_dt, n_steps=n, save_every=int(save),
                         interval=None if interval is None else float(interval))
-    rng_state = None
-    if "rng_state" in data and len(data["rng_state"]):
-        rng_state = json.loads(data["rng_state"][-1])
-    states = {k: v for k, v in data.items() if k in ("density", "particle_theta", "particle_h")}
-    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=data["time"],
-                      states=states, schedule=schedule, rng_state=rng_state, extra=data)
+    rng_state = record.rng_states[-1] if record.rng_states else None
+    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=record.t,
+                      states=dict(data), schedule=schedule, rng_state=rng_state,
+                      extra={"agent_fields": record.agent_fields,
+                             "diagnostics": record.diagnostics,
+                             "rng_states": record.rng_states})
 
 
 __all__ = ["Schedule", "compose", "PropagatorStep", "run", "RunRecord", "SPLITTINGS",

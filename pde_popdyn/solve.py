@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._validate import density_array, positive_float
+from . import io
 from .equations import INTEGRATORS, JointSystem, check_scheme
 from .grid import Grid
 from .model import Model
@@ -162,11 +163,12 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
                          h_mass=grid.marginal(f, "h"))
     schedule = plan.schedule if plan is not None else \
         Schedule.make(0.0, t_final, dt, save_every, interval)
+    settings = {"scheme": scheme, "splitting": splitting, "integrator": integrator,
+                "dt": schedule.dt, "dt_requested": dt, "save_every": schedule.save_every,
+                "interval": interval}
     writer = plan.writer(model=model) if plan is not None else open_output(
         output, overwrite, kind="joint", grid=grid, model=model,
-        attrs={"scheme": scheme, "splitting": splitting, "integrator": integrator,
-               "dt": schedule.dt, "dt_requested": dt, "save_every": schedule.save_every,
-               "interval": interval})
+        attrs=io.run_attributes("joint", settings))
     try:
         system.prepare(schedule.dt, schedule.n_steps)
         rec = run(system, f, schedule, trackers=trackers, writer=writer, progress=progress,
@@ -175,15 +177,13 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         if writer is not None:
             writer.close(status="failed")
         raise
-    info = {"scheme": scheme, "splitting": splitting, "integrator": integrator,
-            "dt": schedule.dt, "n_steps": rec.steps_done, "save_every": schedule.save_every,
-            "interval": interval, "setup_seconds": system.setup_seconds,
-            "run_seconds": rec.wall_seconds, **system.summary()}
+    info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
+            "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
+            **system.summary()}
     t, fs = np.asarray(rec.t), np.stack(rec.states)
     if writer is not None:
         writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(t[-1]),
-                     stop_reason=rec.stop_reason)
+                     **io.closing_attributes(t, info))
         info["output"] = str(writer.path)
     if plan is not None:
         t = np.concatenate([plan.t[:-1], t])

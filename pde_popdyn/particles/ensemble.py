@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import Grid
+from ..io import ensemble_record, to_dataset
 from ..model import Model
 
 
@@ -37,6 +38,10 @@ class Ensemble:
     stored_density: np.ndarray | None = field(default=None, repr=False)
     #: why the run ended: 't_final', 'tracker', 'guard' or 'interrupted'
     stop_reason: str = "t_final"
+    #: per-agent values over time by name, shape (n_saved, N) each (e.g. "fitness", "parent"),
+    #: and the generator's state after each snapshot, as stored in a snapshot file
+    agent_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    stored_rng_states: list | None = field(default=None, repr=False)
 
     # -- shapes --------------------------------------------------------------------------
     @property
@@ -141,7 +146,8 @@ class Ensemble:
     @classmethod
     def from_snapshots(cls, t: Any, theta: Any, h: Any, grid: Grid | None = None,
                        model: Model | None = None, density: Any = None,
-                       diagnostics: dict | None = None, info: dict | None = None
+                       diagnostics: dict | None = None, info: dict | None = None,
+                       agent_fields: dict | None = None, rng_states: list | None = None
                        ) -> "Ensemble":
         """Rebuild an Ensemble from stored snapshots (as :func:`pde_popdyn.load` reads them):
         positions over time, and ``info["rng_state"]`` (the bit generator's state after the
@@ -158,7 +164,14 @@ class Ensemble:
                    h=np.asarray(h, dtype=float), model=model, grid=grid, info=info,
                    state=state,
                    stored_diagnostics={k: np.asarray(v) for k, v in (diagnostics or {}).items()},
-                   stored_density=None if density is None else np.asarray(density))
+                   stored_density=None if density is None else np.asarray(density),
+                   agent_fields={k: np.asarray(v) for k, v in (agent_fields or {}).items()},
+                   stored_rng_states=list(rng_states) if rng_states else None)
+
+    def to_xarray(self):
+        """This ensemble as an ``xarray.Dataset``, the one its snapshot file opens as (see
+        :meth:`pde_popdyn.Solution.to_xarray`); needs ``pip install "pde_popdyn[interop]"``."""
+        return to_dataset(ensemble_record(self))
 
     # -- continuation --------------------------------------------------------------------
     def continue_to(self, t_final: float, *, save_every: int | None = None,

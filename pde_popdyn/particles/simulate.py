@@ -12,6 +12,7 @@ from .._validate import _short, density_array, positive_float
 from ..gibbs import effective_fitness as gibbs_effective_fitness
 from ..grid import Grid
 from ..model import Model
+from .. import io
 from ..run import Schedule, open_output, plan_resume, run
 from ..slow.agents import BOUNDARIES, apply_boundary
 from .ensemble import Ensemble
@@ -197,7 +198,7 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
     if resume is not None:
         plan = plan_resume(resume, "ensemble", model=model, grid=grid, t_final=t_final,
                            dt=dt, output=output, save_every=save_every, initial_key="none")
-        stored = plan.attrs.get("options") or {}
+        stored = {k: plan.attrs[k] for k in _RESUMABLE if k in plan.attrs}
         if stored.get("fitness_mode") == "window":
             raise ValueError(f"{resume} is a run with windowed fitness, whose per-agent memory "
                              f"is not stored in the file; continue it in the session with "
@@ -427,38 +428,9 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
             sim.init_window(P)
 
     # -- the run -------------------------------------------------------------------------------
-    writer = plan.writer(model=model, rng=rng) if plan is not None else open_output(
-        output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng, seed=seed_info,
-        histogram=grid is not None and d == 1 and grid.ndim_h == 1,
-        attrs={"dt": dt, "dt_requested": dt, "save_every": save_every, "interval": interval,
-               "splitting": splitting, "n_agents": n,
-               "options": {k: (list(v) if isinstance(v, tuple) else v)
-                           for k, v in zip(_RESUMABLE, (fitness_mode, window, window_kind,
-                                                        bandwidth, replicator, resampling,
-                                                        ess_threshold, jump_order, boundary,
-                                                        box, fast, substeps, bool(noise),
-                                                        splitting))}})
-    try:
-        rec = run(sim, P, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="particles")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
-    P = rec.final
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(rec.t[-1]),
-                     stop_reason=rec.stop_reason)
-
-    thetas, hs = zip(*rec.states)
-    run_seconds = rec.wall_seconds
-    steps = rec.steps_done
-    info = {
-        "seed": seed_info, "bit_generator": type(rng.bit_generator).__name__,
-        "rng_state_start": rng_state_start, "t0": t0, "dt": dt, "n_steps": steps,
-        "save_every": save_every, "n_agents": n, "d": d, "splitting": splitting,
-        "fast": fast, "substeps": substeps, "interval": interval,
+    settings = {
+        "dt": dt, "dt_requested": dt, "save_every": save_every, "interval": interval,
+        "t0": t0, "n_agents": n, "splitting": splitting, "fast": fast, "substeps": substeps,
         "gradient": {"model": "model.loss_grad", "quadratic": "quadratic declaration",
                      "central": "central", "user": "user callable"}.get(grad_source, None),
         "noise": bool(noise), "fitness_mode": fitness_mode, "window": window,
@@ -467,7 +439,25 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         "jump_order": jump_order, "boundary": boundary,
         "h_box": None if box is None else list(box),
         "selection": None if sel is None else type(sel).__name__,
-        "run_seconds": run_seconds,
+        "bit_generator": type(rng.bit_generator).__name__}
+    writer = plan.writer(model=model, rng=rng) if plan is not None else open_output(
+        output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng, seed=seed_info,
+        histogram=grid is not None and d == 1 and grid.ndim_h == 1,
+        attrs=io.run_attributes("ensemble", settings))
+    try:
+        rec = run(sim, P, schedule, trackers=trackers, writer=writer, progress=progress,
+                  desc="particles")
+    except BaseException:
+        if writer is not None:
+            writer.close(status="failed")
+        raise
+    P = rec.final
+    thetas, hs, rng_states = zip(*rec.states)
+    run_seconds = rec.wall_seconds
+    steps = rec.steps_done
+    info = {
+        **settings, "seed": seed_info, "rng_state_start": rng_state_start, "n_steps": steps,
+        "d": d, "run_seconds": run_seconds, "stop_reason": rec.stop_reason,
         "agent_steps_per_second": n * steps / run_seconds if run_seconds > 0 else None,
         "resamples": sim.stats["resamples"], "copies": sim.stats["copies"],
         "generations": sim.stats["generations"],
@@ -476,6 +466,9 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
                             if sim.stats["mala_proposed"] else None),
         "last_bandwidth": sim.stats["last_bandwidth"],
     }
+    if writer is not None:
+        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
+                     **io.closing_attributes(np.asarray(rec.t), info))
     if writer is not None:
         info["output"] = str(writer.path)
     state: dict[str, Any] = {"rng": rng.bit_generator.state}
@@ -497,9 +490,12 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         theta_arr = np.concatenate([plan.states["particle_theta"][:-1], theta_arr])
         h_arr = np.concatenate([plan.states["particle_h"][:-1], h_arr])
         info["resumed_at"] = float(plan.schedule.t0)
+    stored_rng = list(rng_states)
+    if plan is not None:
+        stored_rng = list(plan.extra.get("rng_states") or [])[:-1] + stored_rng
     return Ensemble(t=t_arr, theta=theta_arr, h=h_arr, model=model,
                     grid=grid, info=info, state=state, _options=options,
-                    stop_reason=rec.stop_reason)
+                    stop_reason=rec.stop_reason, stored_rng_states=stored_rng or None)
 
 
 def _make_rng(seed: Any) -> tuple[np.random.Generator, Any]:

@@ -104,11 +104,12 @@ class Simulator:
         self.stats["generations"] += 1
         return self.sel.particle_generation(self, P)
 
-    def snapshot(self, P: Population) -> tuple[np.ndarray, np.ndarray]:
+    def snapshot(self, P: Population) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Copies of θ and h, and the generator's state at this save."""
         if not (np.isfinite(P.theta).all() and np.isfinite(P.h).all()):
             raise FloatingPointError("agents became non-finite; reduce dt or use a stabler "
                                      "fast step")
-        return P.theta.copy(), P.h.copy()
+        return P.theta.copy(), P.h.copy(), self.rng.bit_generator.state
 
     # -- sub-steps -----------------------------------------------------------------------
     def select(self, P: Population, tau: float) -> Population:
