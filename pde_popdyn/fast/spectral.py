@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
+from .blas import one_blas_thread
+
 
 def barycentric_diff(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Differentiation matrix of the polynomial interpolant on nodes x with barycentric
@@ -81,7 +83,8 @@ class SpectralOperator:
         dphi = (D @ self.phi).T                                       # (n_h, n)
         cb = (coeff[None, :] * B[:, None]).T                          # (n_h, n)
         inner = D[None, :, :] + dphi[:, :, None] * np.eye(n)[None, :, :]
-        self.A = np.matmul(D[None, :, :], cb[:, :, None] * inner)
+        with one_blas_thread():
+            self.A = np.matmul(D[None, :, :], cb[:, :, None] * inner)
 
     @classmethod
     def from_model(cls, model, grid) -> "SpectralOperator":
@@ -112,7 +115,8 @@ class SpectralPropagator:
     def __init__(self, op: SpectralOperator, tau: float):
         self.op = op
         self.tau = float(tau)
-        self.E = sla.expm(self.tau * op.A)                           # (n_h, n, n)
+        with one_blas_thread():
+            self.E = sla.expm(self.tau * op.A)                       # (n_h, n, n)
 
     @property
     def summary(self) -> dict:
@@ -123,7 +127,8 @@ class SpectralPropagator:
         if f.ndim > 2:
             return self(f.reshape(f.shape[0], -1)).reshape(f.shape)
         w = self.op.weights[:, None]
-        g = np.einsum("jil,lj->ij", self.E, f)
+        with one_blas_thread():
+            g = np.einsum("jil,lj->ij", self.E, f)
         before = (w * f).sum(axis=0)
         after = (w * g).sum(axis=0)
         scale = np.divide(before, after, out=np.ones_like(before), where=after != 0)
