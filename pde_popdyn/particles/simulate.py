@@ -208,6 +208,8 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
             raise ValueError(f"n={n} differs from the {n_stored} agents stored in {resume}; "
                              f"pass n=None")
         n, dt = n_stored, plan.schedule.dt
+        if save_every is None:          # the stored one: the same saves, the same stream
+            save_every = plan.schedule.save_every
         grid = grid if grid is not None else plan.grid
         given = dict(zip(_RESUMABLE, (fitness_mode, window, window_kind, bandwidth, replicator,
                                       resampling, ess_threshold, jump_order, boundary, h_box,
