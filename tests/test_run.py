@@ -134,7 +134,7 @@ SIGINT_RUN = textwrap.dedent("""
     n_theta = 48
     n_h = 32
     [run]
-    t_final = 40.0
+    t_final = 12.0
     dt = 0.01
     save_every = 50
     [output]
@@ -166,11 +166,11 @@ def test_sigint_to_a_running_cli_leaves_a_file_resume_completes(tmp_path):
     assert proc.returncode in (0, 130), stderr
     part = pp.load(h5)
     assert part.info["file_attrs"]["status"] == "interrupted", stdout + stderr
-    assert part.t[-1] < 40.0
-    res = pp.resume(h5, 40.0)
+    assert part.t[-1] < 12.0
+    res = pp.resume(h5, 12.0)
     prob = build("quadratic-bilevel", {"eps": 0.05})
     grid = prob.grid(48, 32)
-    full = pp.solve(prob.model(), grid, prob.initial(grid), 40.0, 0.01, progress=False,
+    full = pp.solve(prob.model(), grid, prob.initial(grid), 12.0, 0.01, progress=False,
                     save_every=10 ** 6)
     assert np.abs(res.f[-1] - full.f[-1]).max() <= 1e-13
 
