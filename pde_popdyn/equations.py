@@ -78,7 +78,38 @@ def check_scheme(scheme: Any, grid: Grid) -> str:
     return scheme
 
 
-class JointSystem:
+class _DensitySystem:
+    """What the joint and the reduced systems share as systems of the run loop: a composed
+    step, an optional generation map, nothing pending between steps, copies as snapshots."""
+
+    generation = None
+    ledger: ClipLedger
+
+    @property
+    def has_events(self) -> bool:
+        return self.generation is not None
+
+    def prepare(self, dt: float, n_steps: int) -> None:
+        """Build what depends on Δt before the run (set-up cost)."""
+
+    def step(self, f: np.ndarray, dt: float) -> np.ndarray:
+        return self._step(f, dt)
+
+    def event(self, f: np.ndarray) -> np.ndarray:
+        return self.generation(f)
+
+    def settle(self, f: np.ndarray) -> np.ndarray:
+        return f
+
+    def snapshot(self, f: np.ndarray) -> np.ndarray:
+        return f.copy()
+
+    def summary(self) -> dict:
+        """What the run's info records about the steps taken."""
+        return {"clipped_mass": self.ledger.summary()}
+
+
+class JointSystem(_DensitySystem):
     """The joint equation on ``grid`` as a time step for the run loop (module docstring).
 
     Parameters
@@ -151,10 +182,6 @@ class JointSystem:
                              "theta-axis; use the default integrator='split'")
         return UnsplitStep(self.op, self.grid, self.fitness, kappa, model.diffusion_coefficient)
 
-    @property
-    def has_events(self) -> bool:
-        return self.generation is not None
-
     def prepare(self, dt: float, n_steps: int) -> None:
         """Build the fast propagator for ``dt`` now (it is set-up cost), or check the unsplit
         integrator's budget."""
@@ -166,25 +193,12 @@ class JointSystem:
             self.fast.cache[dt] = self.op.propagator(dt, **kw)
         self.setup_seconds += time.perf_counter() - t0
 
-    def step(self, f: np.ndarray, dt: float) -> np.ndarray:
-        return self._step(f, dt)
-
-    def event(self, f: np.ndarray) -> np.ndarray:
-        return self.generation(f)
-
-    def settle(self, f: np.ndarray) -> np.ndarray:
-        return f
-
-    def snapshot(self, f: np.ndarray) -> np.ndarray:
-        return f.copy()
-
     def summary(self) -> dict:
-        """What the run's info records about the steps taken."""
         if self.integrator == "uniformisation":
             fast = {"exact": self._step.summary}
         else:
             fast = {f"{tau:g}": p.summary for tau, p in self.fast.cache.items()}
-        return {"fast_step": fast, "clipped_mass": self.ledger.summary()}
+        return {"fast_step": fast, **super().summary()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +224,7 @@ def resolve_fitness(grid: Grid, fitness: Any) -> np.ndarray | None:
     return arr
 
 
-class ReducedSystem:
+class ReducedSystem(_DensitySystem):
     """The reduced equation for ρ(t, h) on ``grid.h`` as a time step for the run loop.
 
     The state is ρ as densities on the h-cells (shape ``grid.h_shape``); the sub-steps act on
@@ -248,28 +262,6 @@ class ReducedSystem:
             sel.interval is not None else None
         self.interval = sel.interval if sel is not None else None
         self.setup_seconds = time.perf_counter() - t0
-
-    @property
-    def has_events(self) -> bool:
-        return self.generation is not None
-
-    def prepare(self, dt: float, n_steps: int) -> None:
-        pass
-
-    def step(self, rho: np.ndarray, dt: float) -> np.ndarray:
-        return self._step(rho, dt)
-
-    def event(self, rho: np.ndarray) -> np.ndarray:
-        return self.generation(rho)
-
-    def settle(self, rho: np.ndarray) -> np.ndarray:
-        return rho
-
-    def snapshot(self, rho: np.ndarray) -> np.ndarray:
-        return rho.copy()
-
-    def summary(self) -> dict:
-        return {"clipped_mass": self.ledger.summary()}
 
 
 __all__ = ["JointSystem", "ReducedSystem", "MassStep", "check_scheme",

@@ -29,7 +29,7 @@ from .equations import ReducedSystem, resolve_fitness
 from .gibbs import effective_fitness
 from .grid import Grid
 from .model import Model
-from .run import Schedule, open_output, plan_resume, run
+from .run import Schedule, finish_output, open_output, plan_resume, run
 from .slow.mutation import neumann_laplacian
 from .solution import Solution
 from .solve import check_common, check_save_every, check_splitting
@@ -117,24 +117,15 @@ def solve_reduced(model: Model, grid: Grid, rho0: Any, t_final: float, dt: float
     writer = plan.writer(model=model, fitness=system.fitness) if plan is not None else \
         open_output(output, overwrite, kind="reduced", grid=grid, model=model,
                     fitness=system.fitness, attrs=io.run_attributes("reduced", settings))
-    try:
-        rec = run(system, rho, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="pde_popdyn reduced")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
+    rec = run(system, rho, schedule, trackers=trackers, writer=writer, progress=progress,
+              desc="pde_popdyn reduced")
     info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
             "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
             "fitness": system.fitness, **system.summary()}
+    finish_output(writer, rec, info)
     t, rhos = np.asarray(rec.t), np.stack(rec.states)
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     **io.closing_attributes(t, info))
-        info["output"] = str(writer.path)
     if plan is not None:
-        t = np.concatenate([plan.t[:-1], t])
-        rhos = np.concatenate([plan.states["density"][:-1], rhos])
+        t, rhos = plan.join(t, rhos)
         info["resumed_at"] = float(plan.schedule.t0)
     return Solution(t=t, f=rhos, grid=grid, model=model, info=info, kind="reduced",
                     stop_reason=rec.stop_reason)

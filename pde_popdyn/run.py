@@ -228,8 +228,21 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
 
     ``trackers`` are :class:`~pde_popdyn.trackers.Tracker` objects or callables
     ``fn(t, state)`` (called every step; returning True stops the run). ``writer`` is called
-    as ``writer(t, state)`` at every saved time and closed at the end with the run's status.
+    as ``writer(t, state)`` at every saved time; if the run fails it is closed with
+    ``status="failed"`` (its snapshots kept), otherwise :func:`finish_output` closes it.
+    The system's ``prepare(dt, n_steps)`` (set-up that depends on Δt) runs first.
     """
+    try:
+        if hasattr(system, "prepare"):
+            system.prepare(schedule.dt, schedule.n_steps)
+        return _loop(system, state, schedule, trackers, writer, progress, desc)
+    except BaseException:
+        if writer is not None:
+            writer.close(status="failed")
+        raise
+
+
+def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -> RunRecord:
     tracks = as_trackers(trackers)
     if progress is not False:
         tracks.insert(0, ProgressTracker(progress, total=schedule.n_steps, desc=desc))
@@ -297,6 +310,16 @@ def open_output(output, overwrite: bool, **kwargs):
     return io.SnapshotWriter(output, overwrite=overwrite, **kwargs)
 
 
+def finish_output(writer, rec: RunRecord, info: dict) -> None:
+    """Close the run's file with its status ('interrupted' after Ctrl-C, else 'complete') and
+    closing attributes, and record its path in ``info``."""
+    if writer is None:
+        return
+    writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
+                 **io.closing_attributes(np.asarray(rec.t), info))
+    info["output"] = str(writer.path)
+
+
 @dataclass
 class ResumePlan:
     """Everything an entry point needs to continue the run stored in ``path``."""
@@ -315,6 +338,13 @@ class ResumePlan:
     def last(self) -> np.ndarray:
         """The last stored density (joint/reduced)."""
         return self.states["density"][-1]
+
+    def join(self, t: np.ndarray, new: np.ndarray, key: str = "density"
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The stored run followed by the continuation (whose first state is the stored
+        last one)."""
+        return (np.concatenate([self.t[:-1], t]),
+                np.concatenate([self.states[key][:-1], new]))
 
     def writer(self, *, model: Any = None, rng=None, fitness=None):
         """A writer appending to the file; it skips the first (already stored) state."""
@@ -446,4 +476,4 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
 
 __all__ = ["Schedule", "compose", "PropagatorStep", "run", "RunRecord", "SPLITTINGS",
            "FunctionSystem",
-           "STOP_REASONS", "plan_resume", "open_output", "ResumePlan"]
+           "STOP_REASONS", "plan_resume", "open_output", "finish_output", "ResumePlan"]

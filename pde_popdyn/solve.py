@@ -12,7 +12,7 @@ from . import io
 from .equations import INTEGRATORS, JointSystem, check_scheme
 from .grid import Grid
 from .model import Model
-from .run import SPLITTINGS, Schedule, open_output, plan_resume, run
+from .run import SPLITTINGS, Schedule, finish_output, open_output, plan_resume, run
 from .solution import Solution
 
 
@@ -169,25 +169,15 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
     writer = plan.writer(model=model) if plan is not None else open_output(
         output, overwrite, kind="joint", grid=grid, model=model,
         attrs=io.run_attributes("joint", settings))
-    try:
-        system.prepare(schedule.dt, schedule.n_steps)
-        rec = run(system, f, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="pde_popdyn")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
+    rec = run(system, f, schedule, trackers=trackers, writer=writer, progress=progress,
+              desc="pde_popdyn")
     info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
             "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
             **system.summary()}
+    finish_output(writer, rec, info)
     t, fs = np.asarray(rec.t), np.stack(rec.states)
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     **io.closing_attributes(t, info))
-        info["output"] = str(writer.path)
     if plan is not None:
-        t = np.concatenate([plan.t[:-1], t])
-        fs = np.concatenate([plan.states["density"][:-1], fs])
+        t, fs = plan.join(t, fs)
         info["resumed_at"] = float(plan.schedule.t0)
     return Solution(t=t, f=fs, grid=grid, model=model, info=info,
                     stop_reason=rec.stop_reason)

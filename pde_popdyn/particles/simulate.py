@@ -13,7 +13,7 @@ from ..gibbs import effective_fitness as gibbs_effective_fitness
 from ..grid import Grid
 from ..model import Model
 from .. import io
-from ..run import Schedule, open_output, plan_resume, run
+from ..run import Schedule, finish_output, open_output, plan_resume, run
 from ..slow.agents import BOUNDARIES, apply_boundary
 from .ensemble import Ensemble
 from .fast import check_declarations
@@ -446,13 +446,8 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng, seed=seed_info,
         histogram=grid is not None and d == 1 and grid.ndim_h == 1,
         attrs=io.run_attributes("ensemble", settings))
-    try:
-        rec = run(sim, P, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="particles")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
+    rec = run(sim, P, schedule, trackers=trackers, writer=writer, progress=progress,
+              desc="particles")
     P = rec.final
     thetas, hs, rng_states = zip(*rec.states)
     run_seconds = rec.wall_seconds
@@ -468,11 +463,7 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
                             if sim.stats["mala_proposed"] else None),
         "last_bandwidth": sim.stats["last_bandwidth"],
     }
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     **io.closing_attributes(np.asarray(rec.t), info))
-    if writer is not None:
-        info["output"] = str(writer.path)
+    finish_output(writer, rec, info)
     state: dict[str, Any] = {"rng": rng.bit_generator.state}
     if P.wavg is not None:
         state["window_avg"] = P.wavg.copy()
@@ -488,9 +479,8 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
                    runner=simulate_particles)
     t_arr, theta_arr, h_arr = np.asarray(rec.t), np.stack(thetas), np.stack(hs)
     if plan is not None:
-        t_arr = np.concatenate([plan.t[:-1], t_arr])
-        theta_arr = np.concatenate([plan.states["particle_theta"][:-1], theta_arr])
-        h_arr = np.concatenate([plan.states["particle_h"][:-1], h_arr])
+        _, theta_arr = plan.join(t_arr, theta_arr, "particle_theta")
+        t_arr, h_arr = plan.join(t_arr, h_arr, "particle_h")
         info["resumed_at"] = float(plan.schedule.t0)
     stored_rng = list(rng_states)
     if plan is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import positive_float
-from ..slow.agents import weighted_choice
+from ..slow.agents import bottom_and_top, weighted_choice
 from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
 from .base import SelectionRule, Setting, check_copy
 
@@ -147,8 +147,7 @@ class Truncation(_JumpRule):
         # M[donors] = donors with its bottom ⌊qN⌋ replaced by copies of its top ⌊qN⌋
         n = sim.n
         k = int(np.floor(self.fraction * n))
-        part = np.argpartition(F, (k - 1, n - k))
-        bottom, top = part[:k], part[n - k:]
+        bottom, top = bottom_and_top(F, k)
         is_bottom = np.zeros(n, dtype=bool)
         is_bottom[bottom] = True
         if jumpers.size == 0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import positive_float
+from ..slow.agents import bottom_and_top
 from ..slow.selection import TruncationMap
 from .base import SelectionRule, Setting, check_copy
 
@@ -130,11 +131,8 @@ class PBT(SelectionRule):
     def particle_generation(self, sim, P):
         """Rank on the simulator's selection fitness; the ⌈qN⌉ lowest each copy a uniformly
         chosen agent among the ⌈qN⌉ highest, then explore."""
-        F = sim.selection_fitness(P)
-        n = sim.n
-        k = self.n_selected(n)
-        part = np.argpartition(F, (k - 1, n - k))
-        bottom, top = part[:k], part[n - k:]
+        k = self.n_selected(sim.n)
+        bottom, top = bottom_and_top(sim.selection_fitness(P), k)
         src = top[sim.rng.integers(0, k, k)]
         return sim.assign(P, P, bottom, src, copy=self.copy, explore=True, memory=self.memory)
 
