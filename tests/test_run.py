@@ -201,3 +201,26 @@ def test_clipped_mass_is_recorded_and_tiny():
     trunc = pp.solve_reduced(model, grid, np.exp(-grid.h ** 2 / 0.2), 1.0, 0.05,
                              scheme="spectral", progress=False).info["clipped_mass"]
     assert 0 < trunc["mutation"]["total"] < 1e-4, trunc
+
+
+@pytest.mark.parametrize("kind", ["joint", "reduced", "ensemble"])
+def test_a_fresh_result_converts_to_the_dataset_of_its_file(kind, tmp_path):
+    xr = pytest.importorskip("xarray", reason="needs pip install '.[interop]'")
+    from pde_popdyn import io
+    prob = build("gaussian")
+    grid = prob.grid(24, 16)
+    model, f0 = prob.model(), prob.initial(grid)
+    path = tmp_path / f"{kind}.h5"
+    if kind == "joint":
+        res = pp.solve(model, grid, f0, 0.5, 0.05, progress=False, output=path)
+    elif kind == "reduced":
+        res = pp.solve_reduced(model, grid, grid.marginal(f0, "h"), 0.5, 0.05, progress=False,
+                               output=path)
+    else:
+        res = pp.simulate_particles(model, 300, f0, 0.5, 0.05, grid=grid, seed=1,
+                                    progress=False, output=path, save_every=2)
+    a, b = res.to_xarray(), xr.open_dataset(path, engine="h5netcdf")
+    for k in io.RUNTIME_ATTRIBUTES:
+        a.attrs.pop(k, None)
+        b.attrs.pop(k, None)
+    xr.testing.assert_identical(a, b)

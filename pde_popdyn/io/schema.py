@@ -445,8 +445,4 @@ class Diagnostics:
 
     def histogram(self, theta: np.ndarray, h: np.ndarray) -> np.ndarray:
         """The agents' histogram density on the grid (cell averages; 1-D θ and h)."""
-        if theta.ndim != 1 or h.ndim != 1:
-            raise ValueError("histograms on the grid need 1-D θ and h")
-        g = self.grid
-        counts, _, _ = np.histogram2d(theta, h, bins=[g.theta_edges, g.h_edges])
-        return counts / (theta.size * g.dtheta * g.dh)
+        return self.grid.histogram(theta, h)

@@ -131,12 +131,7 @@ class Ensemble:
         mass outside the grid's box is dropped, so the mass is the fraction inside."""
         if self.d != 1:
             raise ValueError("histogram on a (θ, h) grid needs θ ∈ R (d = 1)")
-        out = np.empty((len(self.t), *grid.shape))
-        for k in range(len(self.t)):
-            c, _, _ = np.histogram2d(self.theta[k], self.h[k],
-                                     bins=[grid.theta_edges, grid.h_edges])
-            out[k] = c / self.n / grid.weights
-        return out
+        return np.stack([grid.histogram(th, hh) for th, hh in zip(self.theta, self.h)])
 
     def at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """(θ, h) of the saved state nearest to time ``t``."""

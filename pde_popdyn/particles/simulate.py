@@ -442,10 +442,10 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         "h_box": None if box is None else list(box),
         "selection": None if sel is None else type(sel).__name__,
         "bit_generator": type(rng.bit_generator).__name__}
+    histogram = grid is not None and d == 1 and grid.ndim_theta == 1 and grid.ndim_h == 1
     writer = plan.writer(model=model, rng=rng) if plan is not None else open_output(
         output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng, seed=seed_info,
-        histogram=grid is not None and d == 1 and grid.ndim_h == 1,
-        attrs=io.run_attributes("ensemble", settings))
+        histogram=histogram, attrs=io.run_attributes("ensemble", settings))
     rec = run(sim, P, schedule, trackers=trackers, writer=writer, progress=progress,
               desc="particles")
     P = rec.final
@@ -485,9 +485,12 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
     stored_rng = list(rng_states)
     if plan is not None:
         stored_rng = list(plan.extra.get("rng_states") or [])[:-1] + stored_rng
-    return Ensemble(t=t_arr, theta=theta_arr, h=h_arr, model=model,
-                    grid=grid, info=info, state=state, _options=options,
-                    stop_reason=rec.stop_reason, stored_rng_states=stored_rng or None)
+    ens = Ensemble(t=t_arr, theta=theta_arr, h=h_arr, model=model,
+                   grid=grid, info=info, state=state, _options=options,
+                   stop_reason=rec.stop_reason, stored_rng_states=stored_rng or None)
+    if writer is not None and histogram:        # what the file holds beside the positions
+        ens.stored_density = ens.histogram(grid)
+    return ens
 
 
 def _make_rng(seed: Any) -> tuple[np.random.Generator, Any]:
