@@ -456,5 +456,43 @@ def run_pbt(setup: Setup, n_agents: int, n_generations: int, n_seeds: int, *,
                       "seed": seed})
 
 
+def inherited_fitness(rec: PBTRecord, est: FitnessEstimate) -> dict:
+    """How much fitter PBT agents are than fixed-h agents at the same h and training time.
+
+    At every ready time after the first, the residual r_i = G_i − F̄(h_i, t) of each agent
+    (F̄(·, t) from the fixed-h runs' window ending at that time, interpolated in h) is grouped
+    by what the agent did at the previous generation: kept its own θ, or copied a donor and
+    jumped down (h below the donor's) or up. In the ε → 0 limit all three means vanish: a
+    copied θ relaxes to π_h at once. Returns, per group, the mean residual, its standard
+    error (agents as independent) and the count."""
+    from .continuum import on_grid
+
+    G = rec.info["n_generations"]
+    n = rec.info["n_agents"]
+    rows = np.searchsorted(est.block_steps, rec.setup.interval * np.arange(1, G + 1))
+    if rows.max() >= est.block_steps.size or \
+            not np.array_equal(est.block_steps[rows], rec.setup.interval * np.arange(1, G + 1)):
+        raise ValueError("the fixed-h runs' fitness windows do not end at the PBT ready "
+                         "times; use the same eval_every and a window of one interval")
+    groups: dict[str, list] = {"kept": [], "down": [], "up": []}
+    for k in range(1, G):
+        h = rec.h[:, k]
+        par = rec.parent[:, k - 1]
+        copied = par != np.arange(n)[None, :]
+        jump = h - np.take_along_axis(rec.h[:, k - 1], par, axis=1)
+        res = rec.fitness[:, k] - on_grid(est.by_time[rows[k]], est.h, h)
+        groups["kept"].append(res[~copied])
+        groups["down"].append(res[copied & (jump < 0)])
+        groups["up"].append(res[copied & (jump > 0)])
+    out = {}
+    for key, parts in groups.items():
+        r = np.concatenate(parts) if parts else np.zeros(0)
+        out[key] = {"mean": float(r.mean()) if r.size else float("nan"),
+                    "stderr": float(r.std(ddof=1) / math.sqrt(r.size)) if r.size > 1
+                    else float("nan"), "count": int(r.size)}
+    return out
+
+
 __all__ = ["Dataset", "load_dataset", "MLPPopulation", "Setup", "FixedHRuns", "fixed_h_runs",
-           "FitnessEstimate", "estimate_fitness", "PBTRecord", "run_pbt", "DATASETS"]
+           "FitnessEstimate", "estimate_fitness", "PBTRecord", "run_pbt", "inherited_fitness",
+           "DATASETS"]
