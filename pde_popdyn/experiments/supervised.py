@@ -14,31 +14,26 @@ per agent, with replacement). The whole population is one set of stacked arrays:
 matrix product per layer and pass for all agents, no loop over agents.
 
 **PBT truncation, as practised.** Every ``interval`` SGD steps (the ready time) the agents are
-ranked on their fitness, the mean of −CE_val over the evaluations made since their last ready
-time (every ``eval_every`` steps). The ⌈qN⌉ lowest each copy θ and h of an agent drawn
-uniformly among the ⌈qN⌉ highest; the copied h is explored, h ← clip(h + σξ, box), ξ ~ N(0, 1),
-and the copier's fitness memory is cleared. Several independent populations (seeds) run as one
-batch; selection acts within each.
+ranked on their fitness G, the mean of −CE_val over their last ``window`` evaluations (made
+every ``eval_every`` steps; by default the evaluations of one interval). The ⌈qN⌉ lowest each
+copy θ and h of an agent drawn uniformly among the ⌈qN⌉ highest; the copied h is explored,
+h ← clip(h + σξ, box), ξ ~ N(0, 1), and the copier's fitness memory is cleared. Several
+independent populations (seeds) run as one batch; selection acts within each.
 
-**The continuum.** As the fast time scale separates (θ relaxes to its stationary law π_h
-within a ready interval), the density ρ(t, h) of the hyperparameter obeys the reduced PBT
-generation map, applied once per interval:
-
-    ρ ← ρ·(1 − χ_B) + K_σ (ρ·χ_T),
-
-χ_B, χ_T the indicators of the cells holding the bottom and the top mass q when ranked by F̄(h)
-(``rank_on="effective"``; cells straddling a quantile are split), K_σ the clipped Gaussian
-explore kernel. Ranking on the law of the agents' noisy fitness G at each h instead
-(``rank_on="instantaneous"``) gives ρ ← ρ·(1 − P_h(G < a)) + K_σ(ρ·P_h(G > b)), with a, b the
-lower and upper q-quantiles of G under ρ. F̄(h) (and the law of G) are estimated independently
-of the PBT population, from fixed-h runs averaged over time after a burn-in and over seeds
-(:func:`fixed_h_runs`, :func:`estimate_fitness`). :func:`predict` iterates the map.
+**Against the continuum.** When θ relaxes to its stationary law π_h within a ready interval,
+ρ(t, h) follows the reduced PBT generation map driven by the effective fitness F̄(h)
+(:mod:`pde_popdyn.experiments.continuum`). Here F̄ is estimated independently of any PBT
+population, from agents trained at fixed h, averaged over time after a burn-in and over seeds
+(:func:`fixed_h_runs`, :func:`estimate_fitness`); :func:`inherited_fitness` measures how far
+the PBT agents' fitness departs from it. The relaxation of the weights under weight decay
+takes about 1/(η λ) SGD steps, which sets how long a ready interval must be for the limit to
+apply.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
