@@ -168,7 +168,7 @@ def analyse(cfg: dict, setup: sv.Setup, runs: sv.FixedHRuns, rec: sv.PBTRecord,
 
 def run(quick: bool, outdir: Path) -> dict:
     outdir = Path(outdir)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     exp = experiment(quick)
     cfg, runs = exp["cfg"], exp["runs"]
     main = analyse(cfg, exp["setup"], runs, exp["rec"])
@@ -197,7 +197,8 @@ def run(quick: bool, outdir: Path) -> dict:
                      f"{lg['prediction']['mean_h'][-1]:.2f} (main run {pm['mean_h'][g]:.2f} vs "
                      f"{pr['mean_h'][g]:.2f})")
     res.update(passed=main["passed"], headline=headline,
-               wall_seconds=time.perf_counter() - t_start)
+               wall_seconds=time.perf_counter() - t_start,
+               cpu_seconds=time.process_time() - cpu_start)
     write_json(outdir / f"{NAME}.json", res)
     _figure(res, outdir / f"{NAME}.png")
     return {"headline": headline, "passed": main["passed"]}
@@ -229,33 +230,34 @@ def _figure(res: dict, path: Path) -> None:
     ax.set(xlabel="h = log10 weight decay", ylabel="fitness −CE_val",
            ylim=(top - 0.12, top + 0.01), title="effective fitness from fixed-h runs")
     ax.legend(fontsize=7)
-    # -- E[h] and Var[h] over SGD steps ----------------------------------------------------
+    # -- E[h] and Var[h] over generations (the map's clock; the runs differ in interval) ----
     runs = [("main", main, "C0")]
     if "long_interval" in res:
         runs.append(("long", res["long_interval"], "C2"))
     for ax, key, log in ((axes[0, 1], "mean_h", False), (axes[0, 2], "var_h", True)):
+        gen = np.arange(main["generations"] + 1)
+        pr = main["prediction"]
+        bsd = np.asarray(pr[f"{key}_boot_sd"])
+        ax.fill_between(gen, np.maximum(np.asarray(pr[key]) - 2 * bsd, 1e-3 if log else -9),
+                        np.asarray(pr[key]) + 2 * bsd, color="k", alpha=0.12)
+        ax.plot(gen, pr[key], "k--", lw=1.5, label="reduced map, F̄ ranking (±2 bootstrap SD)")
+        ax.plot(gen, main["time_resolved"][key], "k:", lw=1, label="reduced map, F̄(h, t)")
+        ax.plot(gen, main["instantaneous"][key], color="C1", ls="-.", lw=1,
+                label="reduced map, noisy-fitness ranking")
+        ax.plot(gen, main["surrogate"][key], color="C4", ls=(0, (1, 3)), lw=1.5,
+                label="idealised agents, same N")
         for name, r, c in runs:
-            t = np.asarray(r["t"])
-            p, pr = r["population"], r["prediction"]
+            p = r["population"]
+            g = np.arange(r["generations"] + 1)
             for seed_curve in np.asarray(p[f"{key}_seeds"]):
-                ax.plot(t, seed_curve, color=c, lw=0.4, alpha=0.4)
+                ax.plot(g, seed_curve, color=c, lw=0.4, alpha=0.4)
             lo = np.asarray(p[key]) - 2 * np.asarray(p[f"{key}_se"])
-            hi = np.asarray(p[key]) + 2 * np.asarray(p[f"{key}_se"])
-            ax.fill_between(t, lo, hi, color=c, alpha=0.25)
-            ax.plot(t, p[key], color=c, lw=2,
-                    label=f"agents, interval {r['interval']} (mean ± 2 SE, seeds)")
-            bsd = np.asarray(pr[f"{key}_boot_sd"])
-            ax.fill_between(t, np.asarray(pr[key]) - 2 * bsd, np.asarray(pr[key]) + 2 * bsd,
-                            color="k", alpha=0.12)
-            ax.plot(t, pr[key], "k--", lw=1.3, label="reduced, F̄ ranking" if name == "main"
-                    else None)
-            if name == "main":
-                ax.plot(t, r["time_resolved"][key], "k:", lw=1, label="reduced, F̄(h, t)")
-                ax.plot(t, r["instantaneous"][key], color="C1", ls="-.", lw=1,
-                        label="reduced, noisy-fitness ranking")
-                ax.plot(t, r["surrogate"][key], color="C4", ls=(0, (1, 3)), lw=1.5,
-                        label="idealised agents, same N")
-        ax.set(xlabel="SGD steps", ylabel=key.replace("_", " "),
+            ax.fill_between(g, np.maximum(lo, 1e-3) if log else lo,
+                            np.asarray(p[key]) + 2 * np.asarray(p[f"{key}_se"]),
+                            color=c, alpha=0.25)
+            ax.plot(g, p[key], color=c, lw=2,
+                    label=f"agents, interval {r['interval']} (mean ± 2 SE over seeds)")
+        ax.set(xlabel="generation", ylabel=key.replace("_", " "),
                yscale="log" if log else "linear",
                title="E[h]: agents vs reduced PBT map" if key == "mean_h" else
                "Var[h]: agents vs reduced PBT map")
@@ -285,7 +287,7 @@ def _figure(res: dict, path: Path) -> None:
                yerr=[2 * inh[g]["stderr"] for g in groups], color=c, alpha=0.7,
                label=f"interval {r['interval']}")
     ax.set_xticks(np.arange(3) + 0.4 - width / 2)
-    ax.set_xticklabels(["kept own θ", "copied, jumped down", "copied, jumped up"])
+    ax.set_xticklabels(["kept own θ", "copied,\njumped down", "copied,\njumped up"])
     ax.axhline(0, color="k", lw=0.8)
     ax.set(ylabel="G − F̄(h, t)  (±2 SE)",
            title="agents' fitness above fixed-h agents at the same h and time")
