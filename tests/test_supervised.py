@@ -124,6 +124,8 @@ def test_pbt_and_setup_reject_bad_input():
         sv.run_pbt(sv.Setup(interval=20, eval_every=20), 10, 1, 1, h0=np.full(10, 3.0))
     with pytest.raises(ValueError, match="overlap"):
         sv.run_pbt(sv.Setup(interval=20, eval_every=20, fraction=0.5), 3, 1, 1)
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        sv.run_pbt(sv.Setup(interval=20, eval_every=20), 10, 1, 2, h0=np.full(7, -2.0))
 
 
 def test_fixed_h_estimate_averages_after_burn_in_and_over_seeds():
@@ -196,6 +198,8 @@ def test_time_dependent_fitness_and_bad_input():
         cont.predict(rising, grid, -rho0, 1.0, 1)
     with pytest.raises(ValueError, match="fraction"):
         cont.predict(rising, grid, rho0, 1.0, 1, fraction=0.8)
+    with pytest.raises(TypeError, match="grid must be a pp.Grid"):
+        cont.predict(rising, grid.h, rho0, 1.0, 1)
 
 
 def test_idealised_population_converges_to_the_map_as_n_grows():

@@ -90,6 +90,9 @@ def predict(fbar_on_grid: Any, grid: Any, rho0: Any, interval: float, n_generati
 
     if rank_on not in RANK_ON:
         raise ValueError(f"rank_on={rank_on!r} is not known; use one of {RANK_ON}")
+    if not hasattr(grid, "h_axes"):
+        raise TypeError(f"grid must be a pp.Grid (its h-axes carry ρ), got "
+                        f"{type(grid).__name__}")
     G = _generations(n_generations)
     shape = tuple(grid.h_shape)
     fbar = _per_generation("fbar_on_grid", fbar_on_grid, shape, G)

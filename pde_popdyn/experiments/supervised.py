@@ -407,7 +407,11 @@ def run_pbt(setup: Setup, n_agents: int, n_generations: int, n_seeds: int, *,
     if h0 is None:
         h = rng.uniform(lo, hi, (S, n))
     else:
-        h = np.broadcast_to(np.asarray(h0, dtype=float), (S, n)).copy()
+        try:
+            h = np.broadcast_to(np.asarray(h0, dtype=float), (S, n)).copy()
+        except ValueError:
+            raise ValueError(f"h0 must have shape (n_seeds, n_agents) = ({S}, {n}) or "
+                             f"(n_agents,) = ({n},), got {np.shape(h0)}") from None
         if not np.all((h >= lo) & (h <= hi)):
             raise ValueError(f"h0 must lie in the box {setup.box}, got values in "
                              f"[{h.min():.4g}, {h.max():.4g}]")
