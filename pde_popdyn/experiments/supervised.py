@@ -215,10 +215,14 @@ class Setup:
             _count(name, getattr(self, name), 1)
         positive_float("lr", self.lr)
         positive_float("explore_std", self.explore_std)
-        if not 0 < self.fraction <= 0.5:
+        if not 0 < positive_float("fraction", self.fraction) <= 0.5:
             raise ValueError(f"fraction must be in (0, 0.5] (the bottom and top sets must not "
                              f"overlap), got {self.fraction!r}")
-        lo, hi = (float(v) for v in self.box)
+        try:
+            lo, hi = (float(v) for v in self.box)
+        except (TypeError, ValueError):
+            raise ValueError(f"box must be (low, high), the range of h = log10 weight decay, "
+                             f"got {_short(self.box)}") from None
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"box must be (low, high) with low < high, got {self.box!r}")
         object.__setattr__(self, "box", (lo, hi))
