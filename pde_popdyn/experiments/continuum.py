@@ -34,6 +34,11 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .._validate import positive_float
+from ..model import Model
+from ..reduced import solve_reduced
+from ..rules import PBT, GaussianJump
+from ..slow.explore import MatrixKernel, gaussian_clip_matrix
+from ..slow.selection import TruncationMap
 
 RANK_ON = ("effective", "instantaneous")
 
@@ -81,13 +86,13 @@ def predict(fbar_on_grid: Any, grid: Any, rho0: Any, interval: float, n_generati
         ``"effective"``: rank the cells by F̄. ``"instantaneous"``: rank the agents' fitness
         G ~ N(F̄(h), s(h)²), with s = ``fitness_std`` (same shapes as ``fbar_on_grid``).
 
-    This is the reduced face of ``PBT(interval, fraction, copy="both", rank_on)`` with
-    ``GaussianJump(explore_std, boundary="clip")``, written with the package's truncation map
-    and clipped-Gaussian kernel until that rule is available to ``solve_reduced``.
+    With a stationary F̄ and ``rank_on="effective"`` this is
+    :func:`pde_popdyn.solve_reduced` of a model with ``PBT(interval, fraction, copy="both",
+    rank_on="effective")`` and ``GaussianJump(explore_std, boundary="clip")`` given
+    ``fitness=F̄`` (that is what runs); an F̄ that changes per generation, or ranking on the
+    law of a noisy fitness, apply the same truncation map and kernel generation by
+    generation.
     """
-    from ..slow.explore import MatrixKernel, gaussian_clip_matrix
-    from ..slow.selection import TruncationMap
-
     if rank_on not in RANK_ON:
         raise ValueError(f"rank_on={rank_on!r} is not known; use one of {RANK_ON}")
     if not hasattr(grid, "h_axes"):
@@ -114,6 +119,14 @@ def predict(fbar_on_grid: Any, grid: Any, rho0: Any, interval: float, n_generati
         raise ValueError(f"rho0 must be a finite non-negative density on the grid's h-cells, "
                          f"shape {shape}, with positive mass; got shape {rho.shape}")
     m = rho * w / (rho * w).sum()
+    if rank_on == "effective" and np.ndim(fbar_on_grid) == len(shape):
+        model = Model(loss=lambda th, h: 0.0 * th, fitness=lambda th, h: 0.0 * th,
+                      selection=PBT(float(interval), q, copy="both", rank_on="effective"),
+                      mutation=GaussianJump(sigma, boundary="clip"))
+        sol = solve_reduced(model, grid, rho, G * float(interval), float(interval),
+                            fitness=fbar[0], progress=False)
+        M = sol.f[np.searchsorted(sol.t, float(interval) * np.arange(G + 1) - 1e-9)] * w
+        return _prediction(grid, M, w, interval, G)
     masses = [m]
     for g in range(G):
         if rank_on == "effective":
@@ -121,9 +134,14 @@ def predict(fbar_on_grid: Any, grid: Any, rho0: Any, interval: float, n_generati
         else:
             m = _ranked_on_law(m, fbar[g], std[g], q, kernel)
         masses.append(m)
-    M = np.stack(masses)
+    return _prediction(grid, np.stack(masses), w, interval, G)
+
+
+def _prediction(grid, M: np.ndarray, w: np.ndarray, interval: float, G: int) -> Prediction:
+    """Moments of the masses M (one row per ready time) and the densities."""
     coords = np.meshgrid(*[ax.centres for ax in grid.h_axes], indexing="ij")
-    axes = tuple(range(1, 1 + len(shape)))
+    axes = tuple(range(1, M.ndim))
+    M = M / M.sum(axis=axes, keepdims=True)
     mean = np.stack([(M * c).sum(axis=axes) for c in coords], axis=-1)
     var = np.stack([(M * c ** 2).sum(axis=axes) for c in coords], axis=-1) - mean ** 2
     return Prediction(float(interval) * np.arange(G + 1), M / w, mean, np.maximum(var, 0.0))
