@@ -266,4 +266,4 @@ def test_small_temperature_and_an_offset_loss_converge_to_round_off():
     fbar, err = pp.effective_fitness(m, grid, return_error=True)
     exact = -(0.2 * grid.h - 0.1) ** 2 - 1e-5
     assert np.abs(fbar - exact).max() < 1e-9
-    assert np.all(np.abs(fbar - exact) <= 10 * err + 1e-14)
+    assert np.abs(fbar - exact).max() <= 10 * err.max()     # the estimate is round-off level
