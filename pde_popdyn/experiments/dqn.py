@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .nets import Adam, MLPLayout, backward, forward
+from .nets import Adam, MLPLayout, backward, forward, workspace
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,11 @@ class DQNConfig:
     batch_max: int = 128
     chunk: int = 48
     dtype: str = "float32"
+    threads: int = 1
 
     def __post_init__(self):
-        for name in ("obs_dim", "n_actions", "capacity", "target_every", "batch_max", "chunk"):
+        for name in ("obs_dim", "n_actions", "capacity", "target_every", "batch_max", "chunk",
+                     "threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"DQNConfig.{name}={v!r} must be a positive integer")
@@ -285,19 +287,22 @@ class BatchedDQN:
             for lo in range(0, top, R):
                 hi = min(lo + R, top)
                 x = rb.rec[ids, lo:hi, k:2 * k]
-                u = forward(layers, x, None, self._tw).max(axis=2)
+                u = forward(layers, x, None, self._ws[0].tw).max(axis=2)
                 rb.rec[ids, lo:hi, 2 * k + 3] = u
 
     # .. learning ..............................................................................
     def _alloc(self) -> None:
-        c, L = self.config, self.layout
-        k, B = min(c.chunk, self.n), c.batch_max
-        widths = L.sizes[1:]
-        self._fw = [np.empty((k, B, w), self.dtype) for w in widths]
-        self._tw = [np.empty((k, B, w), self.dtype) for w in widths]
-        self._grad = np.empty((k, L.n_params), self.dtype)
-        self._scratch = np.empty((k, L.n_params), self.dtype)
-        self._dq = np.empty((k, B, c.n_actions), self.dtype)
+        self._ws = [_Workspace(self) for _ in range(self.config.threads)]
+        self._pool = None
+        if self.config.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.config.threads,
+                                            thread_name_prefix="pde_popdyn-dqn")
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def learn(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """One learning step for every agent whose buffer holds ≥ B_i transitions; then the
@@ -314,25 +319,40 @@ class BatchedDQN:
         loss = np.full(self.n, np.nan)
         if active.any():
             idx = (u * size[:, None]).astype(np.int64)
-            for lo in range(0, self.n, c.chunk):
-                sl = slice(lo, min(lo + c.chunk, self.n))
-                ids = self._perm[sl]
-                act = active[ids]
-                if not act.any():
-                    continue
-                bs = self.batch[ids]
-                B = int(bs[-1])                   # slots are sorted by batch size
-                s, a, r, d, u_next = self.replay.gather(ids, idx[ids, :B])
-                lo_, grad = self.td_gradient(self._th[sl], s, a, r, d, bs, act, u=u_next)
-                self.adam.step(self._th[sl], grad, self.lr[ids], rows=sl, active=act,
-                               scratch=self._scratch)
-                loss[ids] = lo_
+            groups = [slice(lo, min(lo + c.chunk, self.n)) for lo in range(0, self.n, c.chunk)]
+            groups = [sl for sl in groups if active[self._perm[sl]].any()]
+            if self._pool is None:
+                for sl in groups:
+                    self._learn_group(sl, idx, active, loss, self._ws[0])
+            else:
+                # groups are disjoint blocks of rows; numpy's BLAS calls and the compiled
+                # kernels release the GIL, so the threads run in parallel
+                k = len(self._ws)
+                futs = [self._pool.submit(self._learn_groups, groups[j::k], idx, active, loss,
+                                          self._ws[j]) for j in range(k)]
+                for f in futs:
+                    f.result()
         self.updates += 1
         if self.updates % c.target_every == 0:
             np.copyto(self._tg, self._th)
             self._refresh_bootstrap()
         self.last_loss = loss
         return loss
+
+    def _learn_groups(self, groups, idx, active, loss, ws) -> None:
+        for sl in groups:
+            self._learn_group(sl, idx, active, loss, ws)
+
+    def _learn_group(self, sl: slice, idx, active, loss, ws) -> None:
+        ids = self._perm[sl]
+        act = active[ids]
+        bs = self.batch[ids]
+        B = int(bs[-1])                   # slots are sorted by batch size
+        s, a, r, d, u_next = self.replay.gather(ids, idx[ids, :B])
+        lo, grad = self.td_gradient(self._th[sl], s, a, r, d, bs, act, u=u_next, ws=ws)
+        self.adam.step(self._th[sl], grad, self.lr[ids], rows=sl, active=act,
+                       scratch=ws.scratch)
+        loss[ids] = lo
 
     def td_step(self, agents, s, a, r, s2, done, active=None) -> np.ndarray:
         """One Adam step on the TD loss for ``agents`` (indices) on given minibatches.
@@ -349,12 +369,12 @@ class BatchedDQN:
         loss, grad = self.td_gradient(th, s, a, r, done, self.batch[agents], active,
                                       target=self._tg[slots], s2=s2)
         self.adam.step(th, grad, self.lr[agents], rows=slots, active=active,
-                       scratch=self._scratch)
+                       scratch=self._ws[0].scratch)
         self._th[slots] = th
         return loss
 
     def td_gradient(self, theta, s, a, r, done, batch, active=None, *, u=None, target=None,
-                    s2=None):
+                    s2=None, ws=None):
         """The TD loss of each agent and its gradient with respect to its Q-network.
 
         ``theta`` (n, P) are the agents' Q-network parameters, ``s`` (n, B, obs_dim), ``a``,
@@ -364,10 +384,11 @@ class BatchedDQN:
         Returns ``(loss, grad)``: loss_k (n,) (NaN where inactive) and ∂loss_k/∂θ_k (n, P)
         (zero where inactive; a view of a work buffer, valid until the next call).
         """
+        ws = self._ws[0] if ws is None else ws
         a = np.asarray(a)
         n, B = a.shape
-        if n > self._grad.shape[0] or B > self.config.batch_max:
-            raise ValueError(f"at most {self._grad.shape[0]} agents (DQNConfig.chunk) and "
+        if n > ws.grad.shape[0] or B > self.config.batch_max:
+            raise ValueError(f"at most {ws.grad.shape[0]} agents (DQNConfig.chunk) and "
                              f"{self.config.batch_max} columns (batch_max) at once; got {n} "
                              f"and {B}")
         dt = self.dtype
@@ -375,13 +396,13 @@ class BatchedDQN:
             if target is None or s2 is None:
                 raise ValueError("td_gradient needs the bootstrap values u, or target and s2")
             u = forward(self.layout.views(target), np.asarray(s2, dt), None,
-                        self._tw).max(axis=2)
+                        ws.tw).max(axis=2)
         batch = np.asarray(batch)
         active = np.ones(n, bool) if active is None else np.asarray(active, bool)
         s = np.asarray(s, dt)
         layers = self.layout.views(theta)
         cache: list = []
-        q = forward(layers, s, cache, self._fw)
+        q = forward(layers, s, cache, ws.fw)
         y = r + self.config.gamma * (1 - done) * u
         two = self.config.n_actions == 2
         ai = a.astype(np.int64)
@@ -393,15 +414,15 @@ class BatchedDQN:
         w = ((np.arange(B)[None, :] < batch[:, None]) * (active / batch)[:, None]).astype(dt)
         loss = np.where(active, (w * err * err).sum(axis=1, dtype=float), np.nan)
         g = 2 * w * err
-        dq = self._dq[:n, :B]
+        dq = ws.dq[:n * B * self.config.n_actions].reshape(n, B, -1)
         if two:
             dq[..., 0] = np.where(a1, 0, g)
             dq[..., 1] = np.where(a1, g, 0)
         else:
             dq[...] = 0
             np.put_along_axis(dq, ai[..., None], g[..., None], axis=2)
-        grad = self._grad[:n]
-        backward(layers, s, cache, dq, self.layout.views(grad), self._tw)
+        grad = ws.grad[:n]
+        backward(layers, s, cache, dq, self.layout.views(grad), ws.tw)
         return loss, grad
 
     # .. population operations (PBT) ...........................................................
@@ -429,3 +450,17 @@ class BatchedDQN:
         """Agents ``dst`` take copies of the replay buffers of ``src``."""
         self.replay.copy(np.asarray(dst), np.asarray(src))
         self._stale[np.asarray(dst)] = True
+
+
+class _Workspace:
+    """Work buffers of one learning thread: activations, gradients, Adam scratch."""
+
+    def __init__(self, dqn: BatchedDQN):
+        c, L = dqn.config, dqn.layout
+        k, B = min(c.chunk, dqn.n), c.batch_max
+        widths = L.sizes[1:]
+        self.fw = workspace(k, B, widths, dqn.dtype)
+        self.tw = workspace(k, B, widths, dqn.dtype)
+        self.grad = np.empty((k, L.n_params), dqn.dtype)
+        self.scratch = np.empty((k, L.n_params), dqn.dtype)
+        self.dq = np.empty(k * B * c.n_actions, dqn.dtype)

@@ -94,26 +94,39 @@ class MLPLayout:
         return theta
 
 
+def workspace(n: int, batch: int, widths, dtype=np.float32) -> list[np.ndarray]:
+    """Flat work buffers for :func:`forward`/:func:`backward` of up to ``n`` agents and
+    ``batch`` inputs each, one per layer width."""
+    return [np.empty(n * batch * w, dtype=dtype) for w in widths]
+
+
+def _out(buffers, l: int, n: int, B: int, w: int, dtype) -> np.ndarray | None:
+    """A C-contiguous (n, B, w) view of work buffer l (None: allocate)."""
+    if buffers is None:
+        return None
+    return buffers[l][:n * B * w].reshape(n, B, w)
+
+
 def forward(layers, x: np.ndarray, cache: list | None = None,
             buffers: list | None = None) -> np.ndarray:
     """The batched forward pass: ``x`` (N, B, n_in) → outputs (N, B, n_out).
 
     ``layers`` is :meth:`MLPLayout.views` of the population's parameters. When ``cache`` is a
     list, the hidden activations a_1 … a_{L−1} (after ReLU) are appended to it for
-    :func:`backward`. ``buffers``, one preallocated array per layer of at least the output
-    shape, avoids allocating on every call (the hot path of a training loop).
+    :func:`backward`. ``buffers`` (:func:`workspace`) avoids allocating on every call (the
+    hot path of a training loop); the result is then a view of a buffer.
     """
     a = x
     last = len(layers) - 1
     for l, (W, b) in enumerate(layers):
         n, B = a.shape[0], a.shape[1]
-        out = None if buffers is None else buffers[l][:n, :B, :W.shape[2]]
-        z = np.matmul(a, W, out=out)
-        z += b[:, None, :]
+        z = np.matmul(a, W, out=_out(buffers, l, n, B, W.shape[2], W.dtype))
         if l < last:
-            np.maximum(z, 0, out=z)
+            _bias_relu(z, b)
             if cache is not None:
                 cache.append(z)
+        else:
+            z += b[:, None, :]
         a = z
     return a
 
@@ -125,23 +138,78 @@ def backward(layers, x: np.ndarray, cache: list, dout: np.ndarray, grads,
     Given ``dout`` = ∂loss_i/∂(outputs) of shape (N, B, n_out) and the activations stored by
     :func:`forward`, backpropagate (relu′(z) = 1{a > 0}) and write ∂loss_i/∂W_l (N, n_in,
     n_out) and ∂loss_i/∂b_l (N, n_out) into ``grads`` (:meth:`MLPLayout.views` of a gradient
-    array). ``dout`` and ``cache`` are overwritten.
+    array). ``dout`` is overwritten; ``buffers`` as in :func:`forward` (not those holding
+    ``cache``).
     """
     d = dout
+    grads[-1][1][...] = d.sum(axis=1)
     for l in range(len(layers) - 1, -1, -1):
         W, _ = layers[l]
-        gW, gb = grads[l]
         a_prev = x if l == 0 else cache[l - 1]
-        np.matmul(a_prev.transpose(0, 2, 1), d, out=gW)
-        d.sum(axis=1, out=gb)
+        np.matmul(a_prev.transpose(0, 2, 1), d, out=grads[l][0])
         if l == 0:
             break
         n, B = d.shape[0], d.shape[1]
-        out = None if buffers is None else buffers[l - 1][:n, :B, :W.shape[1]]
-        d_prev = np.matmul(d, W.transpose(0, 2, 1), out=out)
-        # relu′: zero where the unit was off (its activation is exactly 0 there)
-        d_prev *= a_prev > 0
+        d_prev = np.matmul(d, W.transpose(0, 2, 1),
+                           out=_out(buffers, l - 1, n, B, W.shape[1], W.dtype))
+        # relu′: zero where the unit was off (its activation is exactly 0 there); the bias
+        # gradient of the layer below is the batch sum of the masked signal
+        _mask_sum(d_prev, a_prev, grads[l - 1][1])
         d = d_prev
+
+
+def _bias_relu_np(z, b):
+    z += b[:, None, :]
+    np.maximum(z, 0, out=z)
+
+
+def _mask_sum_np(d, a, gb):
+    d *= a > 0
+    gb[...] = d.sum(axis=1)
+
+
+def _bias_relu_kernel(z, b):  # pragma: no cover - compiled
+    n, B, w = z.shape
+    for i in range(n):
+        for j in range(B):
+            for k in range(w):
+                v = z[i, j, k] + b[i, k]
+                z[i, j, k] = v if v > 0 else 0 * v
+
+
+def _mask_sum_kernel(d, a, gb):  # pragma: no cover - compiled
+    n, B, w = d.shape
+    for i in range(n):
+        for k in range(w):
+            gb[i, k] = 0
+        for j in range(B):
+            for k in range(w):
+                v = d[i, j, k] if a[i, j, k] > 0 else 0 * d[i, j, k]
+                d[i, j, k] = v
+                gb[i, k] += v
+
+
+try:  # numba is a dependency of the package; the numpy versions are the fallback
+    import numba as _numba
+
+    _jit = _numba.njit(cache=True, nogil=True, fastmath=True)
+    _bias_relu_c, _mask_sum_c = _jit(_bias_relu_kernel), _jit(_mask_sum_kernel)
+
+    def _bias_relu(z, b):
+        if z.flags.c_contiguous:
+            _bias_relu_c(z, np.ascontiguousarray(b))
+        else:
+            _bias_relu_np(z, b)
+
+    def _mask_sum(d, a, gb):
+        if d.flags.c_contiguous and a.flags.c_contiguous:
+            g = np.empty(gb.shape, gb.dtype)
+            _mask_sum_c(d, a, g)
+            gb[...] = g
+        else:
+            _mask_sum_np(d, a, gb)
+except ImportError:  # pragma: no cover
+    _bias_relu, _mask_sum = _bias_relu_np, _mask_sum_np
 
 
 class Adam:
