@@ -116,18 +116,12 @@ def one_run(cfg: dict, window: int, seed: int, exploit: bool, folder: str,
            "rho_lr": an.marginal_histograms(np.log10(res.h[..., 0]), edges),
            "lineages": surviving_lineages(list(res.parent[1:])),
            "wall_seconds": res.wall_seconds, "train_seconds": res.train_seconds,
-           "cpu_seconds": cpu, "window": window, "seed": seed}
+           "cpu_seconds": cpu, "window": window, "seed": seed,
+           "fraction": config.fraction}
     for k, v in res.fitness_k.items():
         out[f"fitness_k{k}"] = v
     for g, b in enumerate(res.bottom, start=1):
         out[f"bottom_{g}"] = b
-    if exploit:
-        noise = an.selection_noise(res)
-        out["noise_generation"] = np.array(noise["generation"])
-        out["rank_corr_next"] = np.array(noise["rank_corr_next"])
-        out["ties"] = np.array(noise["ties"])
-        for k, v in noise["reversed_by"].items():
-            out[f"reversed_by_k{k}"] = np.array(v)
     if pca_theta:
         G1, n, P = res.theta.shape
         scores, _, ratio = an.pca(res.theta.reshape(G1 * n, P), 2)
@@ -140,6 +134,43 @@ def one_run(cfg: dict, window: int, seed: int, exploit: bool, folder: str,
     return out
 
 
+def hot_path(n: int, steps: int) -> dict:
+    """CPU and wall time of one learning step of n agents with full replay buffers (batch
+    sizes from the prior): float32 vs float64, one vs two learning threads; and the hidden
+    layer's batched product by matmul vs einsum."""
+    from pde_popdyn.experiments.cartpole import default_space
+    from pde_popdyn.experiments.dqn import BatchedDQN, DQNConfig
+
+    rng = np.random.default_rng(0)
+    h = default_space().sample(rng, n)
+    out: dict = {"n_agents": n, "steps": steps}
+    for name, kw in (("float32", {}), ("float64", {"dtype": "float64"}),
+                     ("float32_2threads", {"threads": 2})):
+        d = BatchedDQN(n, h[:, 0], h[:, 2], h[:, 1], np.random.default_rng(1),
+                       DQNConfig(**kw))
+        rb = d.replay
+        rb.rec[...] = rng.standard_normal(rb.rec.shape)
+        rb.rec[..., 8] = rng.integers(0, 2, rb.rec.shape[:2])
+        rb.rec[..., 10] = 0.0
+        rb.size[:] = rb.capacity
+        d.learn()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(steps):
+            d.learn()
+        out[name] = {"cpu_ms_per_step": 1e3 * (time.process_time() - c0) / steps,
+                     "wall_ms_per_step": 1e3 * (time.perf_counter() - t0) / steps}
+    a = rng.standard_normal((48, 96, 64)).astype(np.float32)
+    W = rng.standard_normal((48, 64, 64)).astype(np.float32)
+    for name, fn in (("matmul", lambda: np.matmul(a, W)),
+                     ("einsum", lambda: np.einsum("nbi,nij->nbj", a, W))):
+        fn()
+        c0 = time.process_time()
+        for _ in range(20):
+            fn()
+        out[f"hidden_layer_{name}_ms"] = 1e3 * (time.process_time() - c0) / 20
+    return out
+
+
 def reduced_predictor():
     """The reduced equation's PBT generation map as ``predict(fbar, h, rho0, G)``, or
     ``(None, reason)`` when this version of pde_popdyn has no PBT map."""
@@ -149,8 +180,29 @@ def reduced_predictor():
     return None, "pp.PBT exists but the predictor is not wired in this study yet"
 
 
-def _summarise_pbt(runs: list[dict], windows) -> dict:
+def _noise(r: dict, cfg: dict) -> dict:
+    """Selection noise of a cached run, recomputed from its raw arrays."""
+    from types import SimpleNamespace
+
+    from pde_popdyn.experiments import analysis as an
+    G = r["returns"].shape[0] - 1
+    ks = sorted(int(k[len("fitness_k"):]) for k in r if k.startswith("fitness_k"))
+    res = SimpleNamespace(
+        returns=r["returns"], fitness=r["fitness"],
+        fitness_k={k: r[f"fitness_k{k}"] for k in ks},
+        bottom=[r[f"bottom_{g}"] for g in range(1, G) if f"bottom_{g}" in r],
+        config=SimpleNamespace(fraction=float(r["fraction"])))
+    return an.selection_noise(res)
+
+
+def _summarise_pbt(runs: list[dict], windows, cfg: dict) -> dict:
     out = {}
+    for r in runs:
+        noise = _noise(r, cfg)
+        r["rank_corr_next"] = np.array(noise["rank_corr_next"])
+        r["ties"] = np.array(noise["ties"])
+        for k, v in noise["reversed_by"].items():
+            r[f"reversed_by_k{k}"] = np.array(v)
     for k in windows:
         rs = [r for r in runs if int(r["window"]) == k]
         mr = np.array([np.nanmean(r["returns"][1:], axis=1) for r in rs])      # (seeds, G)
@@ -170,6 +222,7 @@ def _summarise_pbt(runs: list[dict], windows) -> dict:
             "std_log10_lr": lr.std(axis=2).mean(axis=0),
             "surviving_lineages": lin.mean(axis=0),
             "rank_corr_next": np.nanmean(corr, axis=0) if corr.size else [],
+            "ties": np.array([r["ties"] for r in rs]).mean(axis=0),
             "reversed_by": {kk: v.mean(axis=0) for kk, v in rev.items()},
             "wall_seconds": [float(r["wall_seconds"]) for r in rs],
             "cpu_seconds": [float(r["cpu_seconds"]) for r in rs],
@@ -200,9 +253,10 @@ def run(quick: bool, outdir: Path) -> dict:
     else:
         results = [one_run(*j) for j in jobs]
     pbt_runs, fixed = results[:-1], results[-1]
+    profile = hot_path(cfg["n_agents"], 5 if quick else 20)
     ref = next(r for r in pbt_runs if int(r["window"]) == cfg["windows"][0]
                and int(r["seed"]) == cfg["seeds"][0])
-    summary = _summarise_pbt(pbt_runs, cfg["windows"])
+    summary = _summarise_pbt(pbt_runs, cfg["windows"], cfg)
 
     # F̄(log10 lr) from the fixed-h agents, independent of the PBT runs
     x_agent = np.log10(fixed["h"][0][:, 0])
@@ -232,6 +286,7 @@ def run(quick: bool, outdir: Path) -> dict:
         "prediction": {"available": comparison is not None, "reason": why,
                        "comparison": comparison},
         "pca_ratio": ref.get("pca_ratio"),
+        "hot_path": profile,
         "all_runs_wall_seconds": float(sum(float(r["wall_seconds"]) for r in results)),
         "study_wall_seconds": time.perf_counter() - t_start,
         "cached_runs": int(sum(bool(r["cached"]) for r in results)),
