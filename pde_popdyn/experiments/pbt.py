@@ -18,9 +18,10 @@ The fitness is the mean of the last k scores of an agent (:class:`FitnessWindow`
 returns of its last k episodes; k = 1 is the instantaneous fitness, larger k averages out the
 noise of single evaluations.
 
-A population plugs in through duck typing: it needs ``copy_agents(dst, src)`` (weights),
-``set_hyperparameters(**columns)`` or a callable given to :class:`PBT`, and optionally
-``clear_memory(idx)`` / ``copy_memory(dst, src)``.
+A population plugs in through duck typing: it needs ``copy_agents(dst, src)`` (weights) and
+``set_hyperparameters(**columns)`` (one keyword per hyperparameter name; or pass ``set_h`` to
+:meth:`PBT.step`), and optionally ``clear_memory(idx)`` / ``copy_memory(dst, src)`` (replay
+buffers and the like).
 """
 
 from __future__ import annotations
