@@ -48,7 +48,7 @@ DESCRIPTION = (
 CONFIG = {
     "quick": {"n_agents": 32, "generations": 3, "steps": 300, "windows": (1, 2, 5),
               "seeds": (0,), "fbar_lr": (-5.0, -4.0, -3.0, -2.0), "fbar_per_lr": 8,
-              "burn_in": 1, "workers": 1, "hidden": (64, 64)},
+              "burn_in": 1, "workers": 2, "hidden": (64, 64)},
     "full": {"n_agents": 500, "generations": 10, "steps": 500, "windows": (1, 2, 5),
              "seeds": (0, 1, 2), "fbar_lr": tuple(np.round(np.linspace(-5, -2, 10), 4)),
              "fbar_per_lr": 50, "burn_in": 3, "workers": 2, "hidden": (64, 64)},
