@@ -253,7 +253,7 @@ def run(quick: bool, outdir: Path) -> dict:
     else:
         results = [one_run(*j) for j in jobs]
     pbt_runs, fixed = results[:-1], results[-1]
-    profile = hot_path(cfg["n_agents"], 5 if quick else 20)
+    profile = hot_path(cfg["n_agents"], 5 if quick else 10)
     ref = next(r for r in pbt_runs if int(r["window"]) == cfg["windows"][0]
                and int(r["seed"]) == cfg["seeds"][0])
     summary = _summarise_pbt(pbt_runs, cfg["windows"], cfg)
@@ -298,7 +298,7 @@ def run(quick: bool, outdir: Path) -> dict:
     k0, klast = cfg["windows"][0], cfg["windows"][-1]
     rev = np.nanmean(summary[k0]["reversed_by"][klast]) if len(summary[k0]["reversed_by"][
         klast]) else float("nan")
-    headline = (f"final mean return {finals} ({len(cfg['seeds'])} seeds); k={klast} would "
+    headline = (f"final mean return {finals} (seeds {list(cfg['seeds'])}); k={klast} would "
                 f"reverse {100 * rev:.0f}% of k={k0}'s exploits; reference run "
                 f"{wall_ref / 60:.1f} min (bar 15); prediction overlay: "
                 f"{'shown' if comparison else 'missing (no pp.PBT)'}")
