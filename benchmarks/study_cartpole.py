@@ -13,9 +13,13 @@ of the ranking fitness with the next generation's return among the agents that c
 the fraction of exploit decisions that another window would reverse); surviving lineages;
 a PCA of the parameter vectors of one run; F̄(log10 η) with standard errors.
 
-The overlay of the reduced equation's prediction of ρ(t, h) on the agents' histograms needs
-the PBT generation map of the reduced solver; :func:`reduced_predictor` returns None (and the
-JSON says why) until ``pde_popdyn`` has it.
+Against the continuum: the reduced equation's prediction of ρ(t, log10 η) — the PBT
+generation map ranking on F̄ (``pp.PBT(rank_on="effective")`` with a Gaussian explore of the
+reference code's σ = 0.1 in unit coordinates, i.e. 0.15 in log10 η, clipped to the box) fed
+with the F̄ of the fixed-h agents — is overlaid on the agents' histograms
+(:func:`reduced_predictor`). The prediction assumes θ relaxed within a ready interval and an F̄
+that does not change over the run; the DQN agents satisfy neither, which is what the overlay
+shows.
 
 Runs are cached as .npz in a runs folder (``PDE_POPDYN_CARTPOLE_RUNS``, default a folder in
 the system's temporary directory), so an interrupted full study resumes; the reference run's
@@ -171,13 +175,24 @@ def hot_path(n: int, steps: int) -> dict:
     return out
 
 
-def reduced_predictor():
-    """The reduced equation's PBT generation map as ``predict(fbar, h, rho0, G)``, or
-    ``(None, reason)`` when this version of pde_popdyn has no PBT map."""
+def reduced_predictor(fraction: float = 0.2, sigma_unit: float = 0.1):
+    """The reduced equation's PBT generation map as ``predict(fbar, h, rho0, G)`` on the
+    log10-learning-rate cells centred at ``h``: ``pp.solve_reduced`` of a ``pp.PBT(
+    rank_on="effective")`` model with the clipped Gaussian explore of the reference code
+    (σ = ``sigma_unit`` in the unit coordinates of the box, mapped to log10 η)."""
     import pde_popdyn as pp
-    if not hasattr(pp, "PBT"):
-        return None, "pde_popdyn has no PBT generation map (pp.PBT) yet"
-    return None, "pp.PBT exists but the predictor is not wired in this study yet"
+    from pde_popdyn.experiments.continuum import predict as continuum_predict
+    lo, hi = LR_BINS[:2]
+    std = sigma_unit * (hi - lo) / 2
+
+    def predict(fbar, h, rho0, G):
+        dh = float(h[1] - h[0])
+        grid = pp.Grid(theta=(-1.0, 1.0, 3), h=(h[0] - dh / 2, h[-1] + dh / 2, h.size))
+        return continuum_predict(fbar, grid, rho0, 1.0, G, fraction=fraction,
+                                 explore_std=std).rho
+    return predict, (f"reduced PBT map (pp.PBT, rank_on='effective', q = {fraction}, "
+                     f"clipped Gaussian explore σ = {std:g} in log10 η) with F̄ of the fixed-h "
+                     f"agents")
 
 
 def _noise(r: dict, cfg: dict) -> dict:
@@ -263,7 +278,7 @@ def run(quick: bool, outdir: Path) -> dict:
     xs, fbar, se, per_gen = an.fbar_from_fixed_h(x_agent, fixed["returns"], cfg["burn_in"])
     edges = np.linspace(*LR_BINS[:2], LR_BINS[2] + 1)
     centres = 0.5 * (edges[1:] + edges[:-1])
-    predict, why = reduced_predictor()
+    predict, why = reduced_predictor(cfg.get("fraction", 0.2), cfg.get("sigma", 0.1))
     comparison = None
     if predict is not None:
         comparison = {k: an.compare_with_prediction(
