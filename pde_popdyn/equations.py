@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ap
 from ._validate import _short, field_on_grid
 from .fast.fv import SGOperator
 from .fast.spectral import SpectralOperator
@@ -38,7 +39,7 @@ from .slow.clip import ClipLedger
 from .unsplit import UnsplitStep
 
 SCHEMES = ("fv", "spectral")
-INTEGRATORS = ("split", "uniformisation")
+INTEGRATORS = ("ap", "split", "uniformisation")
 
 
 class MassStep:
@@ -93,12 +94,30 @@ class _DensitySystem:
         """Build what depends on Δt before the run (set-up cost)."""
 
     def step(self, f: np.ndarray, dt: float) -> np.ndarray:
+        if self._step is None:
+            self.prepare(dt, 0)
         return self._step(f, dt)
+
+    def advance(self, f: np.ndarray, dt: float, n: int) -> np.ndarray:
+        """n steps at once (a stepper that merges the half steps between them does so)."""
+        if self._step is None:
+            self.prepare(dt, n)
+        advance = getattr(self._step, "advance", None)
+        if advance is not None:
+            return advance(f, dt, n)
+        for _ in range(n):
+            f = self._step(f, dt)
+        return f
 
     def event(self, f: np.ndarray) -> np.ndarray:
         return self.generation(f)
 
     def settle(self, f: np.ndarray) -> np.ndarray:
+        """At a saved state: a stepper that carries a half step over between calls starts
+        afresh from it (so that a run resumed from this state repeats this arithmetic)."""
+        restart = getattr(getattr(self, "_step", None), "restart", None)
+        if restart is not None:
+            restart()
         return f
 
     def snapshot(self, f: np.ndarray) -> np.ndarray:
@@ -115,10 +134,14 @@ class JointSystem(_DensitySystem):
     Parameters
     ----------
     integrator:
-        'split' (default): the selection, mutation and fast sub-steps composed by
-        ``splitting`` ('strang' or 'lie'). 'uniformisation': the linearised
-        replicator–mutator equation integrated without splitting (:mod:`pde_popdyn.unsplit`;
-        replicator selection and diffusive mutation only).
+        'ap' (default): selection folded into the exact fast step (:mod:`pde_popdyn.ap`), second
+        order in Δt for every ε down to ε → 0, with mutation split around it by ``splitting``;
+        where it does not apply (several θ-axes, the replicator copying h only) 'split' runs
+        instead and ``info["integrator"]`` says so. 'split': the selection, mutation and fast
+        sub-steps composed by ``splitting`` ('strang' or 'lie'), first order once ε ≪ Δt.
+        'uniformisation': the linearised replicator–mutator equation integrated without
+        splitting (:mod:`pde_popdyn.unsplit`; replicator selection, or a rule acting at
+        generation times, and diffusive mutation only).
     h_mass:
         The initial h-marginal, so that the Gibbs check only refuses a θ-box that cuts the
         Gibbs state where the population has mass.
@@ -130,8 +153,8 @@ class JointSystem(_DensitySystem):
         t0 = time.perf_counter()
         check_scheme(scheme, grid)
         if integrator not in INTEGRATORS:
-            raise ValueError(f"integrator={integrator!r} is not known; use 'split' (default) "
-                             f"or 'uniformisation'")
+            raise ValueError(f"integrator={integrator!r} is not known; use 'ap' (default), "
+                             f"'split' or 'uniformisation'")
         self.model, self.grid = model, grid
         self.scheme, self.splitting, self.integrator = scheme, splitting, integrator
         self.ledger = ClipLedger()
@@ -147,9 +170,15 @@ class JointSystem(_DensitySystem):
             self.op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
         self.fast = PropagatorStep(self.op.propagator)
         uniform = all(a.uniform for a in grid.theta_axes)
+        if integrator == "ap" and not ap.supports(model, grid, scheme, splitting,
+                                                  self.fitness, setting):
+            integrator = self.integrator = "split"
         if integrator == "uniformisation":
             self._step = self._unsplit(model, sel)
             self.substeps = [self._step]
+        elif integrator == "ap":
+            self._step = None                  # built for Δt by prepare(), set-up cost
+            self.substeps = []
         else:
             steps = []
             if sel is not None and sel.interval is None:
@@ -188,6 +217,12 @@ class JointSystem(_DensitySystem):
         t0 = time.perf_counter()
         if self.integrator == "uniformisation":
             self._step.check_budget(n_steps * dt)
+        elif self.integrator == "ap":
+            self._dt = dt
+            self._step = ap.make_joint_stepper(self.op, self.model, self.grid, self.setting,
+                                               self.fitness, dt, splitting=self.splitting,
+                                               spectral=self.scheme == "spectral")
+            self.substeps = [self._step]
         elif n_steps:
             kw = {"n_steps": n_steps} if self.scheme == "fv" else {}
             self.fast.cache[dt] = self.op.propagator(dt, **kw)
@@ -196,6 +231,8 @@ class JointSystem(_DensitySystem):
     def summary(self) -> dict:
         if self.integrator == "uniformisation":
             fast = {"exact": self._step.summary}
+        elif self.integrator == "ap":
+            fast = {} if self._step is None else {f"{self._dt:g}": self._step.summary}
         else:
             fast = {f"{tau:g}": p.summary for tau, p in self.fast.cache.items()}
         return {"fast_step": fast, **super().summary()}

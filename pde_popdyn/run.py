@@ -32,6 +32,7 @@ way, keeping the last completed step.) :func:`pde_popdyn.resume` continues such 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import signal
@@ -246,9 +247,10 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
     tracks = as_trackers(trackers)
     if progress is not False:
         tracks.insert(0, ProgressTracker(progress, total=schedule.n_steps, desc=desc))
-    saves = set(schedule.saved_steps())
+    saves = sorted(set(schedule.saved_steps()) - {0})
     events = schedule.event_steps()
     rec = RunRecord()
+    advance = getattr(system, "advance", None)
 
     def save(k: int, st) -> None:
         t = schedule.time(k)
@@ -256,6 +258,15 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
         rec.states.append(system.snapshot(st))
         if writer is not None:
             writer(t, st)
+
+    def next_stop(k: int) -> int:
+        """The next step at which something happens: a save, a generation or a tracker; the
+        steps in between are taken at once (a system may merge their half steps)."""
+        nxt = saves[bisect.bisect_right(saves, k)] if k < schedule.n_steps else k
+        nxt = min([nxt] + [e for e in events if e > k][:1])
+        for tr in tracks:
+            nxt = min(nxt, tr.next_due(k, schedule))
+        return max(nxt, k + 1)
 
     t_start = time.perf_counter()
     k = 0
@@ -267,8 +278,14 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
             saved_last = 0
             for tr in tracks:
                 tr.start(schedule.t0, state, schedule)
-            for k in range(1, schedule.n_steps + 1):
-                state = system.step(state, schedule.dt)
+            while k < schedule.n_steps:
+                target = next_stop(k)
+                if advance is not None:
+                    state = advance(state, schedule.dt, target - k)
+                else:
+                    for _ in range(target - k):
+                        state = system.step(state, schedule.dt)
+                k = target
                 if k in events:
                     state = system.event(state)
                 t = schedule.time(k)
@@ -278,7 +295,7 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
                         stop = reason
                 if flag["hit"]:
                     stop = "interrupted"
-                if stop is not None or k in saves:
+                if stop is not None or k in saves or k == schedule.n_steps:
                     state = system.settle(state)
                     save(k, state)
                     saved_last = k
@@ -288,7 +305,6 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
         # a second Ctrl-C, or one outside the main thread: the step in flight may be half done,
         # so the run ends at its last saved state
         stop = "interrupted"
-        state = rec.states[-1] if rec.states else state
     rec.stop_reason = stop or "t_final"
     rec.steps_done = saved_last
     rec.wall_seconds = time.perf_counter() - t_start
@@ -296,8 +312,6 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
     for tr in tracks:
         tr.finish(rec.t[-1] if rec.t else schedule.t0, state, rec.stop_reason)
     return rec
-
-
 
 
 # --------------------------------------------------------------------------------------------

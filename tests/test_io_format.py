@@ -202,7 +202,7 @@ def test_agent_fields_need_an_ensemble(tmp_path):
 def test_version_1_files_still_load(tmp_path):
     # written by the format-1 writer (tests/data/README: the same runs as below)
     joint = pp.load(DATA / "v1_joint.h5")
-    ref, prob, grid = joint_run()
+    ref, prob, grid = joint_run(integrator="split")        # the scheme the file was made with
     assert joint.grid == grid and np.array_equal(joint.t, ref.t)
     assert np.abs(joint.f - ref.f).max() <= 1e-12
     assert joint.model.preset["name"] == "quadratic-bilevel"
@@ -225,8 +225,8 @@ def test_version_1_files_still_load(tmp_path):
 def test_version_1_file_resumes_in_its_own_format(tmp_path):
     path = tmp_path / "old.h5"
     shutil.copy(DATA / "v1_joint.h5", path)
-    res = pp.resume(path, 0.25)
-    full, _, _ = joint_run(t_final=0.25)
+    res = pp.resume(path, 0.25)                 # continues with the file's (split) scheme
+    full, _, _ = joint_run(t_final=0.25, integrator="split")
     assert np.abs(res.f[-1] - full.f[-1]).max() <= 1e-12
     back = read(path)
     assert back.format_version == 1 and len(back.t) == len(full.t)

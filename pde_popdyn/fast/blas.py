@@ -14,16 +14,24 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 try:
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-    threadpool_limits = None
+    ThreadpoolController = None
+
+_controller = None
 
 
 def one_blas_thread():
-    """A context manager limiting BLAS to one thread (a no-op without threadpoolctl)."""
-    if threadpool_limits is None:
+    """A context manager limiting BLAS to one thread (a no-op without threadpoolctl).
+
+    One controller is made once and reused: entering its limit costs ~0.1 ms, against ~3 ms
+    for a fresh ``threadpool_limits``, which matters for kernels called every step."""
+    global _controller
+    if ThreadpoolController is None:
         return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 __all__ = ["one_blas_thread"]

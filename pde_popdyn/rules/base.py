@@ -143,6 +143,12 @@ class SelectionRule(Rule):
         """The sub-step of this rule's term of the equation (continuous rules)."""
         return None
 
+    def jump_form(self, fitness: np.ndarray, setting: Setting) -> tuple | None:
+        """``(λ, M)`` if the rule's term has the jump form λ(M[f] − f) with M positive and
+        mass-preserving (the integrator of :mod:`pde_popdyn.ap` then folds the fast dynamics
+        into the jump step); None otherwise."""
+        return None
+
     def generation_map(self, fitness: np.ndarray, setting: Setting
                        ) -> Callable[[np.ndarray], np.ndarray] | None:
         """The map applied at each generation time (rules with an ``interval``)."""

@@ -32,6 +32,9 @@ class _JumpRule(SelectionRule):
             return None
         return JumpStep(self.mapping(fitness, setting), self.rate)
 
+    def jump_form(self, fitness, setting: Setting):
+        return (self.rate, self.mapping(fitness, setting)) if self.active else None
+
     def particle_step(self, sim, P, tau: float):
         if not self.active:
             return P
