@@ -46,7 +46,7 @@ NAME = "supervised"
 DESCRIPTION = (
     "Supervised PBT of numpy MLPs on sklearn digits (h = log10 weight decay, truncation "
     "q = 0.2, ≥ 5 populations) against the reduced PBT generation map driven by F̄(h) estimated "
-    "independently from fixed-h runs; E[h](t), Var[h](t) with seed spread, and diagnostics "
+    "independently from fixed-h runs; E[h] and Var[h] over time with seed spread, and diagnostics "
     "(time-resolved F̄, ranking on the noisy fitness, finite-N surrogate). Bar: E[h] within "
     "2 SE + bootstrap spread during selection and within 0.5 decades throughout.")
 
