@@ -29,7 +29,8 @@ What it computes, for a model, a grid, an initial density f₀ and N:
   equal) two agents come to share a parent at rate c/N (c = 2λ for Boltzmann jumps, 2λq for
   truncation, 3q/τ for PBT), so 1 − F = e^{−ct/N} and ne_coalescent = N; selection that
   concentrates the copies on a few agents makes it smaller;
-* a verdict from the worst ratio |bias|/spread over the saved times t > 0 and both moments:
+* a verdict from the worst ratio |bias|/spread over the saved times t > 0 and both moments
+  (the bias less the PDE's estimated grid error, which the agents do not share):
   ``"trust"`` (≤ 1: the PDE is off by less than one run's own scatter), ``"caution"``
   (≤ 3), ``"do not trust"`` (> 3); with reasons (lineage takeover, a PDE time-step or grid
   error larger than the spread).
@@ -296,9 +297,12 @@ class MeanFieldCheck:
     with ``bias_stderr``; ``spread``: the run-to-run standard deviation of one population's
     moment; ``iid_stderr``: sqrt(Var/N) (resp. sqrt((μ₄ − Var²)/N)) of independent agents;
     ``ne_variance``, ``ancestors`` and ``ne_coalescent``: effective sizes (module docstring;
-    None where not computed); ``pde_dt_error``, ``pde_grid_error``: the PDE at Δt/2 and on
-    the coarser grid minus the PDE (None if not computed); ``ratio``: max over the two
-    moments of |bias|/spread; ``worst``: its maximum over t > 0; ``verdict`` and ``reasons``.
+    None where not computed); ``pde_dt_error``: the PDE at Δt/2 minus the PDE;
+    ``pde_grid_error``: the estimated error of the PDE on the grid, (f_grid − f_coarse)/3 for
+    the second-order scheme (each None if not computed); ``ratio``: max over the two moments
+    of |bias| (less the estimated grid error, when known) over the spread; ``worst``: its
+    maximum over t > 0; ``ratio_iid``, ``worst_iid``: the same in units of ``iid_stderr``;
+    ``verdict`` and ``reasons``.
     """
 
     n: int
@@ -317,6 +321,8 @@ class MeanFieldCheck:
     pde_grid_error: dict | None
     ratio: np.ndarray
     worst: float
+    ratio_iid: np.ndarray
+    worst_iid: float
     verdict: str
     reasons: list = field(default_factory=list)
     lineage_note: str | None = None
@@ -379,11 +385,16 @@ def assess(n: int, t: np.ndarray, pde: dict, reps: Replicas, rate: float | None,
     m4 = reps.m4_h.mean(axis=0)
     iid = {"mean_h": np.sqrt(var / n),
            "var_h": np.sqrt(np.maximum(m4 - agents["var_h"] ** 2, 0.0) / n)}
+    # the part of the bias that the PDE's own grid error cannot explain
+    excess = {q: np.abs(bias[q]) if pde_grid is None else
+              np.maximum(np.abs(bias[q]) - np.abs(pde_grid[q]), 0.0) for q in QUANTITIES}
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.nanmax(np.stack([np.abs(bias[q]) / spread[q] for q in QUANTITIES]), axis=0)
+        ratio = np.nanmax(np.stack([excess[q] / spread[q] for q in QUANTITIES]), axis=0)
+        ratio_iid = np.nanmax(np.stack([excess[q] / iid[q] for q in QUANTITIES]), axis=0)
         ne_var = var / spread["mean_h"] ** 2
-    later = t > t[0]
-    worst = float(np.nanmax(ratio[later])) if later.any() else float(np.nanmax(ratio))
+    later = t > t[0] if (t > t[0]).any() else np.ones(t.shape, bool)
+    worst = float(np.nanmax(ratio[later]))
+    worst_iid = float(np.nanmax(ratio_iid[later]))
     ancestors = ne_coal = None
     if reps.pair_identity is not None:
         F = reps.pair_identity.mean(axis=0)
@@ -401,8 +412,8 @@ def assess(n: int, t: np.ndarray, pde: dict, reps: Replicas, rate: float | None,
         reasons.append(f"lineage takeover: by t = {t[k]:g} the population descends from about "
                        f"{ancestors[k]:.1f} of its {n} initial agents (effective number of "
                        f"ancestors), so it behaves like a much smaller sample than N")
-    for label, err in (("time step (Δt against Δt/2)", pde_dt), ("grid (against half the cells)",
-                                                                  pde_grid)):
+    for label, err in (("time step (Δt against Δt/2)", pde_dt),
+                       ("grid (estimated from half the cells)", pde_grid)):
         if err is None:
             continue
         e = max(float(np.nanmax(np.abs(err[q]) / spread[q])) for q in QUANTITIES)
@@ -413,8 +424,8 @@ def assess(n: int, t: np.ndarray, pde: dict, reps: Replicas, rate: float | None,
         n=n, seeds=seeds, t=t, pde=pde, agents=agents, bias=bias, bias_stderr=stderr,
         spread=spread, iid_stderr=iid, ne_variance=ne_var, ancestors=ancestors,
         ne_coalescent=ne_coal, pde_dt_error=pde_dt, pde_grid_error=pde_grid, ratio=ratio,
-        worst=worst, verdict=verdict, reasons=reasons, lineage_note=reps.lineage_note,
-        seconds=reps.seconds)
+        worst=worst, ratio_iid=ratio_iid, worst_iid=worst_iid, verdict=verdict,
+        reasons=reasons, lineage_note=reps.lineage_note, seconds=reps.seconds)
 
 
 def mean_field_check(model: Model, n: int, grid: Grid, init: Any, t_final: float, dt: float,
@@ -526,7 +537,7 @@ def mean_field_check(model: Model, n: int, grid: Grid, init: Any, t_final: float
         cg, cf = coarse
         sc = solve(model, cg, cf, t_final, dt, save_every=save_every, progress=False)
         pc = pde_moments(sc)
-        pde_grid = {q: pc[q] - pde[q] for q in QUANTITIES}
+        pde_grid = {q: (pde[q] - pc[q]) / 3.0 for q in QUANTITIES}
     return assess(n, t, pde, reps, neutral_coalescence(model.selection), pde_dt, pde_grid)
 
 
