@@ -155,9 +155,10 @@ def lineage_support(model: Model, grid: Grid, options: dict) -> str | None:
             continue
         if isinstance(m, GaussianJump) and m.boundary != "clip":
             continue
-        if isinstance(m, Perturb) and m.scale == "log":
+        if isinstance(m, Perturb) and m.scale == "log" and m.boundary != "clip":
             continue
-        return f"founders are not tracked with the explore rule {type(m).__name__}({m})"
+        return (f"founders are not tracked with the explore rule {m!r} (tracked: Diffusion, "
+                f"GaussianJump and additive Perturb, without clipping)")
     return None
 
 
