@@ -47,8 +47,9 @@ tilted fitness is flat instead (F̄_1000' is a tenth of F̄') and its maximum si
 At α = 10 neither population has reached h* by t = 20 (the climb from −1.5 takes 60 time
 units or more), so the faster climber has the lower regret, and it does so in the mean-field
 limit too (the reduced and joint PDEs order the two modes the same way): a systematic
-transient, which is why the seed ranges can fail to overlap. The effective fitness wins at horizons long enough to reach h*, and by far
-under strong pressure, where the instantaneous population overshoots at once.
+transient, which is why the seed ranges can fail to overlap. The effective fitness wins at
+horizons long enough to reach h*, and by far under strong pressure, where the instantaneous
+population overshoots at once.
 
 Findings (full run; numbers in RESULTS.md and claim.json). Effective-fitness selection has
 the lower regret on every seed in 51 of 70 (rule, pressure, horizon) cells: all 35 of
