@@ -238,6 +238,14 @@ def _at(series: dict, key: str, horizons) -> list:
                 np.abs(t - h)))].tolist() for h in horizons]
 
 
+def _compact(a: dict) -> None:
+    """Keep the run-to-run mean, min and max of E h along t instead of every seed's (and drop
+    the per-seed regret trajectories, summarised already), so that the JSON stays small."""
+    mh = np.asarray(a.pop("mean_h"))
+    a.update(mean_h_mean=mh.mean(axis=0), mean_h_min=mh.min(axis=0), mean_h_max=mh.max(axis=0))
+    a.pop("regret")
+
+
 def run(quick: bool, outdir: Path) -> dict:
     outdir = Path(outdir)
     cfg = CONFIG["quick" if quick else "full"]
@@ -254,6 +262,7 @@ def run(quick: bool, outdir: Path) -> dict:
                                              ("regret_mean", "regret_sd", "regret_min",
                                               "regret_max")}
                 cell[mode]["per_seed_at_horizons"] = _at(a, "regret", hz)
+                _compact(cell[mode])
             cell["joint_instantaneous"] = pde_joint(rule, p, cfg)
             for mode in ("instantaneous", "effective"):
                 cell[f"reduced_{mode}"] = pde_reduced(rule, p, mode, cfg)

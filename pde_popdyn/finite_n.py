@@ -59,7 +59,6 @@ from .gibbs import effective_fitness as _gibbs_effective_fitness
 from .grid import Grid
 from .model import Model
 from .particles import simulate_particles
-from .rules import PBT, BoltzmannJump, Diffusion, GaussianJump, Perturb, Truncation
 from .solution import Solution
 from .solve import solve
 
@@ -73,16 +72,18 @@ QUANTITIES = ("mean_h", "var_h")
 
 def neutral_coalescence(rule: Any) -> float | None:
     """c such that, were the rule neutral (all fitnesses equal), two agents would come to share
-    a parent at rate c/N: 2λ for Boltzmann jumps (either agent copies the other), 2λq for
-    truncation, 3q/τ for PBT (a generation also joins two bottom agents that pick the same
-    donor); None for the replicator, whose resampling has no neutral rate."""
-    if isinstance(rule, BoltzmannJump):
-        return 2.0 * float(rule.rate)
-    if isinstance(rule, Truncation):
-        return 2.0 * float(rule.rate * rule.fraction)
-    if isinstance(rule, PBT):
-        return 3.0 * float(rule.fraction / rule.interval)
-    return None
+    a parent at rate c/N. Read off the rule's public fields: a rule copying at rate λ (each
+    agent jumps at rate λ; with a ``fraction`` q only the bottom q does) gives c = 2λ (2λq),
+    either agent of the pair copying the other; a rule with generations every ``interval`` τ
+    replacing the bottom q by copies of the top q gives c = 3q/τ (a generation also joins two
+    bottom agents that pick the same donor); the replicator (``linear_rate``), whose resampling
+    has no neutral copy rate, gives None."""
+    if rule is None or rule.linear_rate is not None:
+        return None
+    q = getattr(rule, "fraction", None)
+    if rule.interval is not None:
+        return None if q is None else 3.0 * float(q) / float(rule.interval)
+    return 2.0 * float(rule.rate) * (1.0 if q is None else float(q))
 
 
 # -- founder labels carried in h ----------------------------------------------------------------
@@ -150,15 +151,13 @@ def lineage_support(model: Model, grid: Grid, options: dict) -> str | None:
         return "founders are tracked with the grid's h-box; do not pass h_box="
     if options.get("fitness_mode") == "estimated":
         return "founders are not tracked with fitness_mode='estimated' (it regresses on h)"
+    # the label rides on h only if every move of h is a shift: diffusion, Gaussian jumps and
+    # additive (log-scale) perturbations, without clipping and without redraws from a prior
     for m in model.mutations:
-        if isinstance(m, Diffusion):
-            continue
-        if isinstance(m, GaussianJump) and m.boundary != "clip":
-            continue
-        if isinstance(m, Perturb) and m.scale == "log" and m.boundary != "clip":
-            continue
-        return (f"founders are not tracked with the explore rule {m!r} (tracked: Diffusion, "
-                f"GaussianJump and additive Perturb, without clipping)")
+        if getattr(m, "boundary", None) == "clip" or getattr(m, "scale", "log") != "log" \
+                or hasattr(m, "prior"):
+            return (f"founders are not tracked with the explore rule {m!r} (tracked: "
+                    f"diffusion, Gaussian jumps and additive perturbations, without clipping)")
     return None
 
 
