@@ -40,8 +40,9 @@ h̃_i = (h_i − c) + P·i, with c the centre of the h-box and P = 16 × (the fo
 box), and every model callable sees h = fold(c + h̃ − P·round(h̃/P)), the box's reflecting (or
 periodic) rule applied to the offset. Copies carry h̃, so round(h̃/P) is the founder; mutation
 moves the offset only. The agents then run on R in h (no box: the fold plays the box), which is
-the reflecting rule in law for symmetric mutation. Not possible with clipped boundaries,
-multiplicative :class:`~pde_popdyn.Perturb`, :class:`~pde_popdyn.PriorResample`, the
+the reflecting rule in law for symmetric mutation (and the periodic rule exactly). Not possible
+with clipped boundaries, multiplicative or (on a reflecting axis) asymmetric
+:class:`~pde_popdyn.Perturb`, :class:`~pde_popdyn.PriorResample`, the
 ``"estimated"`` fitness mode, a periodic θ or several h-axes: then the genealogy is skipped
 (``lineage_note`` says why) and the rest is computed as usual.
 """
@@ -152,12 +153,18 @@ def lineage_support(model: Model, grid: Grid, options: dict) -> str | None:
     if options.get("fitness_mode") == "estimated":
         return "founders are not tracked with fitness_mode='estimated' (it regresses on h)"
     # the label rides on h only if every move of h is a shift: diffusion, Gaussian jumps and
-    # additive (log-scale) perturbations, without clipping and without redraws from a prior
+    # additive (log-scale) perturbations, without clipping and without redraws from a prior;
+    # folding afterwards is the reflecting rule in law only for symmetric shifts
+    periodic = "h" in grid.periodic
     for m in model.mutations:
+        factors = getattr(m, "factors", None)
+        symmetric = factors is None or periodic or np.allclose(
+            np.sort(np.log(factors)), np.sort(-np.log(factors)))
         if getattr(m, "boundary", None) == "clip" or getattr(m, "scale", "log") != "log" \
-                or hasattr(m, "prior"):
+                or hasattr(m, "prior") or not symmetric:
             return (f"founders are not tracked with the explore rule {m!r} (tracked: "
-                    f"diffusion, Gaussian jumps and additive perturbations, without clipping)")
+                    f"diffusion, Gaussian jumps and symmetric additive perturbations, "
+                    f"without clipping)")
     return None
 
 

@@ -155,6 +155,24 @@ def test_untrackable_genealogy_is_skipped_with_a_reason():
     assert rep.ancestors is None and "clip" in rep.lineage_note
 
 
+@pytest.mark.parametrize("mutation, periodic, tracked", [
+    (pp.GaussianJump(0.1), False, True),
+    (pp.Diffusion(0.01), False, True),
+    (pp.Perturb(factors=(1 / 1.2, 1.2)), False, True),
+    (pp.Perturb(), False, False),                 # ×0.8/×1.2: asymmetric shifts, then a fold
+    (pp.Perturb(), True, True),                   # a wrap is exact for any shift
+    (pp.Perturb(scale="linear"), False, False),   # multiplies the label too
+    (pp.GaussianJump(0.1, boundary="clip"), False, False),
+    (pp.PriorResample(0.2), False, False),        # a redraw starts a new lineage
+])
+def test_which_mutations_keep_the_founder_labels(mutation, periodic, tracked):
+    grid = pp.Grid(theta=(-3, 3, 8), h=(-2, 2, 8), periodic=("h",) if periodic else ())
+    selection = pp.Replicator(1.0) if mutation.continuous else pp.PBT(0.5, 0.2)
+    model = quadratic_model(selection, mutation)
+    note = fn.lineage_support(model, grid, {})
+    assert (note is None) == tracked, note
+
+
 def test_bad_input_names_the_argument():
     model = quadratic_model(pp.BoltzmannJump(1.0, 1.0), pp.GaussianJump(0.1))
     args = (GRID, f0(), 0.5, 0.05)
