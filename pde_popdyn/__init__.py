@@ -11,6 +11,7 @@ from ._version import __version__
 from .compare import compare
 from .convergence import ConvergenceStudy, convergence
 from .densities import from_samples, gaussian, normalize, uniform
+from .finite_n import mean_field_check
 from .gibbs import effective_fitness, gibbs, log_partition
 from .grid import Grid
 from .loading import load
@@ -31,5 +32,5 @@ __all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "PBT", 
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",
            "convergence", "ConvergenceStudy", "sweep", "SweepResult",
-           "simulate_particles", "Ensemble", "compare", "trackers", "SteadyStateTracker",
+           "simulate_particles", "Ensemble", "compare", "mean_field_check", "trackers", "SteadyStateTracker",
            "GuardTracker", "CallbackTracker", "ProgressTracker", "PlotTracker"]
