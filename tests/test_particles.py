@@ -493,25 +493,6 @@ def test_bad_input_raises_clear_errors():
     assert isinstance(simulate_particles(m, 10, init, 0.1, 0.1, seed=1), Ensemble)
 
 
-# --------------------------------------------------------------------------------------------
-# real networks as agents (examples/pbt_logistic.py, needs scikit-learn)
-# --------------------------------------------------------------------------------------------
-def test_pbt_logistic_example_runs_and_tracks_the_reduced_equation():
-    pytest.importorskip("sklearn")
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "pbt_logistic.py"
-    spec = importlib.util.spec_from_file_location("pbt_logistic", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = mod.run(n_agents=48, rounds=12, seed=3, out=None)
-    assert r["val_accuracy_mean"][-1] > 0.9                  # the networks did train
-    # the reduced equation fed by the estimated F̂ follows the population's h-density
-    assert np.all(np.abs(r["mean_h_agents"] - r["mean_h_reduced"]) < 6 * r["se_mean_h"] + 0.05)
-    assert np.all(r["w1_h"] < 0.3)
-
-
 def test_from_snapshots_resumes_the_stream():
     model = quadratic_model(GP)
     n = 500
