@@ -209,6 +209,12 @@ class MutationRule(Rule):
         """The explore kernel K on the h-grid (mutation at copies)."""
         return None
 
+    @property
+    def particle_brownian(self) -> float | None:
+        """D if this continuous mutation moves each agent's h by √(2Dτ)ξ over τ (then the
+        boundary rule), so that a compiled step may draw that move itself; None otherwise."""
+        return None
+
     def particle_mutate(self, h: np.ndarray, tau: float, rng: np.random.Generator,
                         box, boundary: str) -> np.ndarray:
         """Move the agents' h over τ (continuous mutation), in place."""

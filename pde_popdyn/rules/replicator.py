@@ -74,15 +74,13 @@ class Replicator(SelectionRule):
     def _resample(self, sim, P, tau: float):
         """Weights e^{κτ(F − max F)}, then resampling (or, with ``ess_threshold < 1``, the
         log-weights accumulate until the effective sample size drops below the threshold)."""
-        F = sim.selection_fitness(P)
         kt = self.rate * tau
         thr = sim.o["ess_threshold"]
-        if thr >= 1.0 and sim.logw is None:
-            w = np.subtract(F, F.max())
-            w *= kt
-            np.exp(w, out=w)
+        if thr >= 1.0 and sim.logw is None:     # resample_exp checks the fitness itself
+            F = sim.selection_fitness(P, check=False)
             sim.stats["resamples"] += 1
-            return sim.resample(P, w)
+            return sim.resample_exp(P, F, kt)
+        F = sim.selection_fitness(P)
         lw = np.multiply(F, kt)
         sim.logw = lw if sim.logw is None else sim.logw + lw
         if thr < 1.0:
