@@ -168,9 +168,10 @@ def test_resume_a_sharded_checkpoint_in_local_processes(tmp_path):
     preset model is rebuilt from the manifest), bit for bit."""
     model = GP.model()
     kw = dict(seed=3, shards=2, h_box=GP.h_box, checkpoint_every=10)
-    full = simulate_particles(model, 6000, gaussian_init, 1.0, 0.05, client="inline", **kw)
-    simulate_particles(model, 6000, gaussian_init, 0.5, 0.05, checkpoint=tmp_path, **kw)
-    again = pp.resume(tmp_path, 1.0)
+    full = simulate_particles(model, 6000, gaussian_init, 1.0, 0.05, client="inline",
+                              checkpoint=tmp_path / "full", **kw)
+    simulate_particles(model, 6000, gaussian_init, 0.5, 0.05, checkpoint=tmp_path / "b", **kw)
+    again = pp.resume(tmp_path / "b", 1.0)
     assert again.info["backend"] == "processes"
     assert np.array_equal(again.h[-1], full.h[-1])
 
