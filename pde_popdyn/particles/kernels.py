@@ -110,9 +110,7 @@ def _advance_py(tf, d, h, n0, n1, n2, a1, a2, do_o, dec, sd, cf, crow, ccol, lo,
     """
     n = h.shape[0]
     B = BLOCK
-    zA = np.empty(B + 2)
-    zC = np.empty(B + 2)
-    zT = np.empty(B * d + 2)
+    z = np.empty(B * d + 2)
     w1 = np.empty(B * d + 2, np.uint64)
     w2 = np.empty(B * d + 2, np.uint64)
     ix = np.empty(B * d + 2, np.int64)
@@ -124,32 +122,30 @@ def _advance_py(tf, d, h, n0, n1, n2, a1, a2, do_o, dec, sd, cf, crow, ccol, lo,
         md = m * d
         mde = md + (md & 1)
         hb = h[b0:b0 + m]
-        # the block's normals first (three counter streams), then its agents
+        # each sub-step draws its block of normals (one counter stream each) and applies
+        # them at once, so that one buffer of normals suffices and stays in the L1 cache
         if a1 != 0.0:
-            normals_into(n0, n1, n2, np.uint64(STREAM_H1), np.uint64(b0), me, zA, w1, w2,
+            normals_into(n0, n1, n2, np.uint64(STREAM_H1), np.uint64(b0), me, z, w1, w2,
                          ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
-        if do_o:
-            normals_into(n0, n1, n2, np.uint64(STREAM_THETA), np.uint64(b0 * d), mde, zT,
-                         w1, w2, ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
-        if a2 != 0.0:
-            normals_into(n0, n1, n2, np.uint64(STREAM_H2), np.uint64(b0), me, zC, w1, w2,
-                         ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
-        if a1 != 0.0:
             for k in range(m):
-                hb[k] += a1 * zA[k]
+                hb[k] += a1 * z[k]
             if kind != 0:
                 fix_block(hb, m, lo, hi, kind)
         if do_o:
+            normals_into(n0, n1, n2, np.uint64(STREAM_THETA), np.uint64(b0 * d), mde, z,
+                         w1, w2, ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
             tb = tf[b0 * d:(b0 + m) * d]
             db = dec[b0:b0 + m] if per else dec
             sb = sd[b0:b0 + m] if per else sd
             cb = cf[b0 * cw:(b0 + m) * cw] if crow else cf
-            ou_block(tb, d, m, zT, db, sb, cb, crow, ccol)
+            ou_block(tb, d, m, z, db, sb, cb, crow, ccol)
             if twrap:
                 fix_block(tb, m, tlo, thi, 2)
         if a2 != 0.0:
+            normals_into(n0, n1, n2, np.uint64(STREAM_H2), np.uint64(b0), me, z, w1, w2,
+                         ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
             for k in range(m):
-                hb[k] += a2 * zC[k]
+                hb[k] += a2 * z[k]
             if kind != 0:
                 fix_block(hb, m, lo, hi, kind)
 
