@@ -133,6 +133,10 @@ class Shard:
         """Copies of this shard's θ and h."""
         return self.P.theta.copy(), self.P.h.copy()
 
+    def busy_seconds(self) -> float:
+        """Seconds this shard spent executing calls."""
+        return self.stats["seconds"]
+
     def rng_state(self) -> dict:
         return self.rng.bit_generator.state
 
@@ -166,8 +170,11 @@ class Shard:
     def exp_weights(self, F: np.ndarray, kt: float) -> tuple:
         """(max ℓ, Σ e^{ℓ − max ℓ}, e^{ℓ − max ℓ}) for ℓ = kt·F (the compiled exponential);
         raises if F is not finite."""
-        w = np.empty(F.shape[0])
-        if F.shape[0] == 0:
+        n = F.shape[0]
+        if getattr(self, "_wbuf", None) is None or self._wbuf.shape[0] < n:
+            self._wbuf = np.empty(max(n, self._hbuf.shape[0]))   # reused from step to step
+        w = self._wbuf[:n]
+        if n == 0:
             return -np.inf, 0.0, w
         top, total = K.log_weights(np.ascontiguousarray(F, dtype=float), w, float(kt))
         if not (np.isfinite(top) and np.isfinite(total)):

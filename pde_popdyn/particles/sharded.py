@@ -333,6 +333,7 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
                   desc=f"particles ({shards} shards)")
         if cpw is not None and rec.stop_reason == "interrupted":
             cpw.write(rec.t[-1], system.k)
+        busy = ctx.gather("busy_seconds", kind="shard")
         stats = backend.stats
     finally:
         backend.close()
@@ -347,6 +348,7 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
         type(sel).__name__, "run_seconds": wall, "startup_seconds": t_start,
         "agent_steps_per_second": n * steps / wall if wall > 0 else None,
         "round_trips": stats.round_trips, "round_trip_seconds": stats.seconds,
+        "shard_busy_seconds": busy,
         "bytes_to_shards": stats.bytes_out or None, "bytes_from_shards": stats.bytes_in or None,
         "agents_rebalanced": system.rebalanced, "positions_gathered": bool(gather),
         "checkpoint": None if checkpoint is None else str(checkpoint),
