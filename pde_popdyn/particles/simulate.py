@@ -74,7 +74,8 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         given (θ ∈ R), in ``ensemble.summaries``; (7 + n_θ·n_h)·8 bytes per record whatever
         N. Between saved states the population may carry a pending half selection step
         (Strang splitting merges consecutive ones); summaries weight the agents by it, so
-        they describe the state a save would have produced. Default None: no summaries.
+        they describe the state a save would have produced. Kept in memory (the snapshot
+        file of ``output`` holds the saved states). Default None: no summaries.
     fitness_mode:
         What selection sees: ``"instantaneous"`` F(θ_i, h_i); ``"window"`` a time average of
         it over ``window`` (``window_kind="exponential"``: F̃ ← e^{−Δt/w} F̃ + (1 − e^{−Δt/w})
@@ -117,8 +118,10 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         ran).
     shards, client, checkpoint, checkpoint_every, gather:
         Run the population in ``shards`` pieces, one per worker of the dask.distributed
-        ``client`` (without one: one local process per shard), each with its own random
-        stream spawned from ``seed``; see :mod:`pde_popdyn.particles.sharded`, which also
+        ``client`` (without one: one local process per shard; ``client="inline"``: all in
+        this process, for tests), each with its own random stream spawned from ``seed``
+        (an int, or None for fresh entropy); only summaries travel to the client. See
+        :mod:`pde_popdyn.particles.sharded`, which also
         describes ``checkpoint`` (a directory of per-shard particle files written every
         ``checkpoint_every`` steps and at the end; pass it as ``resume=`` to continue a killed
         run) and ``gather`` (bring the saved positions to the client; default: when they take
