@@ -98,7 +98,7 @@ def _env() -> dict:
 def _cluster():
     from distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, env={"OMP_NUM_THREADS": "1",
+                           dashboard_address=":0", env={"OMP_NUM_THREADS": "1",
                                                         "NUMBA_NUM_THREADS": "1"})
     return cluster, Client(cluster)
 

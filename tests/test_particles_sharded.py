@@ -208,7 +208,7 @@ def test_sharded_on_a_dask_cluster_matches_inline(processes):
     kw = dict(seed=11, shards=2, h_box=GP.h_box, summary_every=5)
     inline = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client="inline", **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         ens = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
     assert ens.info["backend"] == "dask"
