@@ -119,28 +119,45 @@ class FusedStep:
         return dec, sd, np.ascontiguousarray(cv, dtype=float).reshape(-1), crow, ccol
 
     # -- one time step ---------------------------------------------------------------------
-    def __call__(self, P, dt: float, strang: bool) -> None:
+    def __call__(self, P, dt: float, strang: bool, fitness=None) -> np.ndarray | None:
+        """Advance P over Δt in place; with ``fitness`` (the model's F(θ, h)), also return F of
+        the advanced agents. The agents are processed in chunks of :data:`CHUNK`, each taken
+        through all its sub-steps (and the fitness) while it is in the cache; the normals are
+        indexed by the agents' global numbers, so the result does not depend on the chunks."""
         contiguous(P)
         tf = P.theta.reshape(-1)
         d = 1 if P.theta.ndim == 1 else P.theta.shape[1]
         h = P.h
+        n = h.shape[0]
         n0, n1, n2 = nonce_from(self.rng)
         a_half = float(np.sqrt(self.D * dt)) if self.D > 0 else 0.0      # √(2D·Δt/2)
         a_full = float(np.sqrt(2.0 * self.D * dt)) if self.D > 0 else 0.0
         box = (self.lo, self.hi, self.kind, self.tlo, self.thi, self.twrap)
         none = np.zeros(1)
-        if strang and self.callable_fields and a_half:
-            # M(Δt/2) first, so that the callables see the h the OU step uses
-            K.advance(tf, d, h, n0, n1, n2, a_half, 0.0, False, none, none, none, False, False,
-                      *box)
-            dec, sd, cf, crow, ccol = self._coefficients(h, dt, d)
-            K.advance(tf, d, h, n0, n1, n2, 0.0, a_half, True, dec, sd, cf, crow, ccol, *box)
-            return
-        dec, sd, cf, crow, ccol = self._coefficients(h, dt, d)
-        if strang:
-            K.advance(tf, d, h, n0, n1, n2, a_half, a_half, True, dec, sd, cf, crow, ccol, *box)
-        else:
-            K.advance(tf, d, h, n0, n1, n2, 0.0, a_full, True, dec, sd, cf, crow, ccol, *box)
+        F = np.empty(n) if fitness is not None else None
+        split = strang and self.callable_fields and a_half
+        for c0 in range(0, n, CHUNK):
+            c1 = min(c0 + CHUNK, n)
+            tb, hb, base = tf[c0 * d:c1 * d], h[c0:c1], np.uint64(c0)
+            if split:
+                # M(Δt/2) first, so that the callables see the h the OU step uses
+                K.advance(tb, d, hb, n0, n1, n2, base, a_half, 0.0, False, none, none, none,
+                          False, False, *box)
+                dec, sd, cf, crow, ccol = self._coefficients(hb, dt, d)
+                K.advance(tb, d, hb, n0, n1, n2, base, 0.0, a_half, True, dec, sd, cf, crow,
+                          ccol, *box)
+            else:
+                dec, sd, cf, crow, ccol = self._coefficients(hb, dt, d)
+                a1, a2 = (a_half, a_half) if strang else (0.0, a_full)
+                K.advance(tb, d, hb, n0, n1, n2, base, a1, a2, True, dec, sd, cf, crow, ccol,
+                          *box)
+            if F is not None:
+                F[c0:c1] = fitness(P.theta[c0:c1], hb)
+        return F
+
+
+#: agents per chunk of the fused step (θ, h and F of a chunk stay in the cache)
+CHUNK = 65536
 
 
 def contiguous(P) -> None:

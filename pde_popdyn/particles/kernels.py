@@ -96,11 +96,12 @@ def _ou_block_py(tb, d, m, z, db, sb, cb, crow, ccol):
                 tb[k * d + j] = c + (tb[k * d + j] - c) * dk + sk * z[k * d + j]
 
 
-def _advance_py(tf, d, h, n0, n1, n2, a1, a2, do_o, dec, sd, cf, crow, ccol, lo, hi, kind,
-                tlo, thi, twrap):
-    """One pass of M(a1) O M(a2) over all agents, in place.
+def _advance_py(tf, d, h, n0, n1, n2, base, a1, a2, do_o, dec, sd, cf, crow, ccol, lo, hi,
+                kind, tlo, thi, twrap):
+    """One pass of M(a1) O M(a2) over agents base … base + N − 1 of the population, in place.
 
-    tf: θ flattened, of length N·d (agent i's components at i·d … i·d + d − 1); h: (N,).
+    tf: their θ flattened, of length N·d (agent i's components at i·d … i·d + d − 1); h: (N,);
+    ``base`` (uint64, even): the global number of the first, which indexes the normals.
     M(a): h ← h + a ξ then the boundary rule ``kind`` on [lo, hi] (skipped when a == 0).
     O (if ``do_o``): θ ← c + (θ − c)·dec + sd·ξ per component, with dec, sd of length 1 or N
     and the centre cf flattened: one value (crow and ccol False), one per agent (crow), one
@@ -125,14 +126,15 @@ def _advance_py(tf, d, h, n0, n1, n2, a1, a2, do_o, dec, sd, cf, crow, ccol, lo,
         # each sub-step draws its block of normals (one counter stream each) and applies
         # them at once, so that one buffer of normals suffices and stays in the L1 cache
         if a1 != 0.0:
-            normals_into(n0, n1, n2, np.uint64(STREAM_H1), np.uint64(b0), me, z, w1, w2,
+            normals_into(n0, n1, n2, np.uint64(STREAM_H1), base + np.uint64(b0), me, z, w1, w2,
                          ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
             for k in range(m):
                 hb[k] += a1 * z[k]
             if kind != 0:
                 fix_block(hb, m, lo, hi, kind)
         if do_o:
-            normals_into(n0, n1, n2, np.uint64(STREAM_THETA), np.uint64(b0 * d), mde, z,
+            normals_into(n0, n1, n2, np.uint64(STREAM_THETA),
+                         (base + np.uint64(b0)) * np.uint64(d), mde, z,
                          w1, w2, ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
             tb = tf[b0 * d:(b0 + m) * d]
             db = dec[b0:b0 + m] if per else dec
@@ -142,7 +144,7 @@ def _advance_py(tf, d, h, n0, n1, n2, a1, a2, do_o, dec, sd, cf, crow, ccol, lo,
             if twrap:
                 fix_block(tb, m, tlo, thi, 2)
         if a2 != 0.0:
-            normals_into(n0, n1, n2, np.uint64(STREAM_H2), np.uint64(b0), me, z, w1, w2,
+            normals_into(n0, n1, n2, np.uint64(STREAM_H2), base + np.uint64(b0), me, z, w1, w2,
                          ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
             for k in range(m):
                 hb[k] += a2 * z[k]

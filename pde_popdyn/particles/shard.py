@@ -149,6 +149,7 @@ class Shard:
         ⌊offset + scale·C_i⌋ − ⌊offset + scale·C_{i−1}⌋ copies (C the running sum of w, which
         is consumed), k_hi − k_lo agents in all; returns the new size."""
         n_out = int(k_hi - k_lo)
+        self.sim.forget_fitness()
         if n_out > self._hbuf.shape[0]:
             self._grow(n_out)
         if self.size == 0:
@@ -195,6 +196,7 @@ class Shard:
     def export(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Remove the last ``count`` agents and return them (rebalancing)."""
         count = min(int(count), self.size)
+        self.sim.forget_fitness()
         n = self.size - count
         out = self._tbuf[n:self.size].copy(), self._hbuf[n:self.size].copy()
         self._set_size(n)
@@ -203,6 +205,7 @@ class Shard:
     def receive(self, theta: np.ndarray, h: np.ndarray) -> int:
         """Append agents (rebalancing); returns the new size."""
         n = self.size + h.shape[0]
+        self.sim.forget_fitness()
         if n > self._hbuf.shape[0]:
             self._grow(n)
         self._tbuf[self.size:n] = theta

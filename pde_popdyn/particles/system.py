@@ -65,6 +65,7 @@ class Simulator:
         self.fused = FusedStep(model, opts, rng, self.stats) \
             if opts.get("engine") == "fused" else None
         self.strang = opts["splitting"] == "strang"
+        self._F: tuple | None = None            # (θ, h, F) kept from the last fused step
         self._saves: tuple | None = None        # (θ rows, h rows), see reserve_saves
         self._live: tuple | None = None
         self.n_saved = 0
@@ -106,9 +107,18 @@ class Simulator:
 
     def advance(self, P: Population, dt: float) -> None:
         """The mutation and fast sub-steps of one step, in place: M(Δt/2) O(Δt) M(Δt/2)
-        (Strang) or O(Δt) M(Δt) (Lie)."""
+        (Strang) or O(Δt) M(Δt) (Lie). The fused engine also evaluates the instantaneous
+        fitness of the advanced agents, chunk by chunk while they are in the cache, when the
+        next selection step will ask for it (:meth:`inst_fitness` returns it until the agents
+        change)."""
+        self.forget_fitness()
         if self.fused is not None:
-            self.fused(P, dt, self.strang)
+            want = self._continuous_selection() and \
+                self.o["fitness_mode"] in ("instantaneous", "estimated")
+            F = self.fused(P, dt, self.strang, self._chunk_fitness if want else None)
+            if F is not None:
+                F.flags.writeable = False
+                self._F = (P.theta, P.h, F)
         elif self.strang:
             self.mutate(P, 0.5 * dt)
             self.fast(P, dt)
@@ -195,7 +205,26 @@ class Simulator:
             m.particle_mutate(P.h, tau, self.rng, self.o["h_box"], self.o["boundary"])
 
     # -- fitness -------------------------------------------------------------------------
+    def forget_fitness(self) -> None:
+        """Drop the fitness kept from the last fused step (the agents changed)."""
+        self._F = None
+
+    def _chunk_fitness(self, theta: np.ndarray, h: np.ndarray) -> np.ndarray:
+        F = np.asarray(self.model.fitness(theta, h), dtype=float)
+        if F.shape != h.shape:
+            try:
+                F = np.broadcast_to(F, h.shape)
+            except ValueError:
+                raise ValueError(f"fitness returned shape {F.shape}; for particles it is called "
+                                 f"with θ of shape {theta.shape} and h of shape {h.shape} and "
+                                 f"must return shape {h.shape}") from None
+        return F
+
     def inst_fitness(self, P: Population) -> np.ndarray:
+        """F(θ_i, h_i) of every agent (read-only when it is the one the fused step kept)."""
+        kept = getattr(self, "_F", None)
+        if kept is not None and kept[0] is P.theta and kept[1] is P.h:
+            return kept[2]
         F = np.asarray(self.model.fitness(P.theta, P.h), dtype=float)
         if F.shape != (self.n,):
             try:
@@ -280,6 +309,7 @@ class Simulator:
     def resample(self, P: Population, w: np.ndarray) -> Population:
         """N agents drawn with probability ∝ w: systematic (O(N), no sorting; in place under
         the fused engine) or multinomial."""
+        self.forget_fitness()
         if self.o["resampling"] == "systematic":
             if self._in_place(P):
                 buf = self._weights_buffer()
@@ -291,7 +321,9 @@ class Simulator:
     def resample_exp(self, P: Population, F: np.ndarray, kt: float) -> Population:
         """Resample with weights e^{kt(F − max F)}; raises if F is not finite."""
         if self._in_place(P) and self.o["resampling"] == "systematic":
-            return resample_exp(P, F, self._weights_buffer(), kt, self.rng.random(), self.n)
+            w = self._weights_buffer()
+            self.forget_fitness()
+            return resample_exp(P, F, w, kt, self.rng.random(), self.n)
         top = F.max()
         _check_finite(top)
         w = np.subtract(F, top)
@@ -323,6 +355,7 @@ class Simulator:
         explore rules if ``explore``; returns a new population (target is not modified).
         Agents that take h with their own θ start a fresh fitness memory (``fresh``)."""
         out = target.copy()
+        self.forget_fitness()
         self.stats["copies"] += int(dst.size)
         if copy == "both":
             out.theta[dst] = donors.theta[src]
