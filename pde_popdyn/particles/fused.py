@@ -11,7 +11,8 @@ What it covers (``engine="fused"``, the default where it applies):
   add their coefficients), with the reflecting, periodic or clipping boundary rule;
 * any selection rule: the rules keep their particle faces; systematic resampling (the
   replicator's, and the adaptive one) runs in place (:func:`resample_exp`), and the fitness
-  is evaluated once per step in numpy, one call of the model's vectorised fitness;
+  is evaluated once per step in numpy by the model's vectorised fitness, on each chunk of
+  agents right after its sub-steps (the fitness must be pointwise, F(θ_i, h_i));
 * fitness modes ``"instantaneous"``, ``"effective"`` and ``"estimated"``; θ ∈ R^d.
 
 It does not cover (``engine="auto"`` then takes the numpy path, which covers everything):
@@ -28,9 +29,9 @@ normals, merge several diffusions into one draw and keep resampled agents in dif
 slots); both are exact samplers of the same splitting scheme, and the tests compare them in
 law.
 
-Memory: the step works in place on θ and h; selection adds the fitness array (8 bytes per
-agent, the user's fitness call may make one more temporary), and the kernels allocate only
-their per-block buffers.
+Memory: the step works in place on θ and h; selection adds the fitness and the weights
+(8 bytes per agent each; the fitness function's temporaries are per chunk), and the kernels
+allocate only their per-block buffers.
 """
 
 from __future__ import annotations

@@ -146,9 +146,9 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         ``.summaries`` (``summary_every``), ``.stop_reason``.
 
     Memory: the run works in place on θ and h, which live in the last saved state; with the
-    fused engine the peak is about (n_saved·(d + 1) + 3)·8 bytes per agent (48 bytes with the
-    defaults and d = 1), the last term being the fitness, the weights buffer and one
-    temporary of the user's fitness function.
+    fused engine the peak is about (n_saved·(d + 1) + 2)·8 bytes per agent (48 bytes with the
+    defaults and d = 1): the saved states, the fitness and the selection weights (the fitness
+    function is called on chunks of 65536 agents, so its temporaries are small).
     """
 
     args = dict(seed=seed, save_every=save_every, summary_every=summary_every,
