@@ -206,7 +206,11 @@ class SelectionRule(Rule):
         """Apply any selection still pending (e.g. accumulated weights) before a save."""
 
     def sharded_generation(self, ctx) -> None:
-        """The generation map on a sharded population (rules with an ``interval``)."""
+        """The generation map on a sharded population (rules with an ``interval``). A
+        ranking rule finds its global quantiles with ``ctx.order_statistics`` over the
+        fitness each shard stored in its scratch, and moves its donors with
+        ``ctx.exchange`` (as :class:`~pde_popdyn.rules.jump.Truncation`'s sharded face
+        does)."""
         raise NotImplementedError(f"{type(self).__name__} has no sharded particle face")
 
     # -- the Price identity --------------------------------------------------------------
