@@ -13,20 +13,20 @@ from .convergence import ConvergenceStudy, convergence
 from .densities import from_samples, gaussian, normalize, uniform
 from .gibbs import effective_fitness, gibbs, log_partition
 from .grid import Grid
-from .io import load
+from .loading import load
 from .model import Model
 from .particles import Ensemble, simulate_particles
 from .reduced import solve_reduced, steady_state
 from .resume import resume
-from .rules import (BoltzmannJump, Diffusion, GaussianJump, Perturb, PriorResample, Replicator,
-                    Truncation)
+from .rules import (PBT, BoltzmannJump, Diffusion, GaussianJump, Perturb, PriorResample,
+                    Replicator, Truncation)
 from .solution import Solution
 from .solve import solve
 from .sweep import SweepResult, sweep
 from .trackers import (CallbackTracker, GuardTracker, PlotTracker, ProgressTracker,
                        SteadyStateTracker)
 
-__all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "Diffusion",
+__all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "PBT", "Diffusion",
            "GaussianJump", "Perturb", "PriorResample", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",

@@ -40,6 +40,7 @@ override the config.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .io import load
+    from .loading import load
     sol = load(args.file)
     path = Path(args.file)
     out = Path(args.out) if args.out else path.parent
@@ -151,6 +152,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  grid: {a.get('grid')}")
     print(f"  scheme {a.get('scheme')!r}, splitting {a.get('splitting')!r}, dt = {a.get('dt')}, "
           f"save_every = {a.get('save_every')}, seed = {a.get('seed')}")
+    dims = ", ".join(f"{k} = {v}" for k, v in s["dimensions"].items())
+    print(f"  dimensions: {dims}")
     print("  variables:")
     for name, v in s["variables"].items():
         comp = f", {v['compression']}" if v["compression"] else ""
@@ -292,6 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            code = _dispatch(argv)
+        finally:  # a closed pipe shows here (also after --help), inside the handler below
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader of our output went away (``pde-popdyn info FILE | head``): stop quietly.
+        # stdout now points to /dev/null so that the interpreter's final flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):

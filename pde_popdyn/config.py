@@ -356,7 +356,7 @@ def build_run(cfg: RunConfig) -> Run:
             raise ValueError(f"model = {cfg.model!r}: returned {type(model).__name__}, not a "
                              f"pp.Model")
         label = cfg.model
-    theory = prob is not None
+    theory = prob is not None and getattr(prob, "has_theory", True)
     changes = {}
     for name in ("selection", "mutation"):
         table = getattr(cfg, name)
@@ -437,7 +437,7 @@ def _initial(cfg: RunConfig, prob, grid) -> tuple[np.ndarray, str]:
         if prob is None:
             raise ValueError("[initial] kind = 'preset': needs preset = ...; give mean and cov, "
                              "or a function")
-        return prob.initial(grid), f"the preset's Gaussian, mean {list(prob.mean0)}"
+        return prob.initial(grid), prob.describe_initial()
     if kind == "uniform":
         return uniform(grid), "uniform"
     if kind == "gaussian":

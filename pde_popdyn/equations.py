@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ap
 from ._validate import _short, field_on_grid
 from .fast.fv import SGOperator
 from .fast.spectral import SpectralOperator
@@ -38,7 +39,7 @@ from .slow.clip import ClipLedger
 from .unsplit import UnsplitStep
 
 SCHEMES = ("fv", "spectral")
-INTEGRATORS = ("split", "uniformisation")
+INTEGRATORS = ("ap", "split", "uniformisation")
 
 
 class MassStep:
@@ -78,16 +79,69 @@ def check_scheme(scheme: Any, grid: Grid) -> str:
     return scheme
 
 
-class JointSystem:
+class _DensitySystem:
+    """What the joint and the reduced systems share as systems of the run loop: a composed
+    step, an optional generation map, nothing pending between steps, copies as snapshots."""
+
+    generation = None
+    ledger: ClipLedger
+
+    @property
+    def has_events(self) -> bool:
+        return self.generation is not None
+
+    def prepare(self, dt: float, n_steps: int) -> None:
+        """Build what depends on Δt before the run (set-up cost)."""
+
+    def step(self, f: np.ndarray, dt: float) -> np.ndarray:
+        if self._step is None:
+            self.prepare(dt, 0)
+        return self._step(f, dt)
+
+    def advance(self, f: np.ndarray, dt: float, n: int) -> np.ndarray:
+        """n steps at once (a stepper that merges the half steps between them does so)."""
+        if self._step is None:
+            self.prepare(dt, n)
+        advance = getattr(self._step, "advance", None)
+        if advance is not None:
+            return advance(f, dt, n)
+        for _ in range(n):
+            f = self._step(f, dt)
+        return f
+
+    def event(self, f: np.ndarray) -> np.ndarray:
+        return self.generation(f)
+
+    def settle(self, f: np.ndarray) -> np.ndarray:
+        """At a saved state: a stepper that carries a half step over between calls starts
+        afresh from it (so that a run resumed from this state repeats this arithmetic)."""
+        restart = getattr(getattr(self, "_step", None), "restart", None)
+        if restart is not None:
+            restart()
+        return f
+
+    def snapshot(self, f: np.ndarray) -> np.ndarray:
+        return f.copy()
+
+    def summary(self) -> dict:
+        """What the run's info records about the steps taken."""
+        return {"clipped_mass": self.ledger.summary()}
+
+
+class JointSystem(_DensitySystem):
     """The joint equation on ``grid`` as a time step for the run loop (module docstring).
 
     Parameters
     ----------
     integrator:
-        'split' (default): the selection, mutation and fast sub-steps composed by
-        ``splitting`` ('strang' or 'lie'). 'uniformisation': the linearised
-        replicator–mutator equation integrated without splitting (:mod:`pde_popdyn.unsplit`;
-        replicator selection and diffusive mutation only).
+        'ap' (default): selection folded into the exact fast step (:mod:`pde_popdyn.ap`), second
+        order in Δt for every ε down to ε → 0, with mutation split around it by ``splitting``;
+        where it does not apply (several θ-axes, the replicator copying h only) 'split' runs
+        instead and ``info["integrator"]`` says so. 'split': the selection, mutation and fast
+        sub-steps composed by ``splitting`` ('strang' or 'lie'), first order once ε ≪ Δt.
+        'uniformisation': the linearised replicator–mutator equation integrated without
+        splitting (:mod:`pde_popdyn.unsplit`; replicator selection, or a rule acting at
+        generation times, and diffusive mutation only).
     h_mass:
         The initial h-marginal, so that the Gibbs check only refuses a θ-box that cuts the
         Gibbs state where the population has mass.
@@ -99,13 +153,13 @@ class JointSystem:
         t0 = time.perf_counter()
         check_scheme(scheme, grid)
         if integrator not in INTEGRATORS:
-            raise ValueError(f"integrator={integrator!r} is not known; use 'split' (default) "
-                             f"or 'uniformisation'")
+            raise ValueError(f"integrator={integrator!r} is not known; use 'ap' (default), "
+                             f"'split' or 'uniformisation'")
         self.model, self.grid = model, grid
         self.scheme, self.splitting, self.integrator = scheme, splitting, integrator
         self.ledger = ClipLedger()
         setting = Setting(grid, grid.ndim_h, joint=True, spectral=scheme == "spectral",
-                          ledger=self.ledger)
+                          ledger=self.ledger, averages=GibbsAverages(model, grid))
         setting.explore = model.explore_kernel(setting)
         self.setting = setting
         sel = model.selection if model.selection_active else None
@@ -116,9 +170,15 @@ class JointSystem:
             self.op = SGOperator.from_model(model, grid, check_gibbs=check_gibbs, h_mass=h_mass)
         self.fast = PropagatorStep(self.op.propagator)
         uniform = all(a.uniform for a in grid.theta_axes)
+        if integrator == "ap" and not ap.supports(model, grid, scheme, splitting,
+                                                  self.fitness, setting):
+            integrator = self.integrator = "split"
         if integrator == "uniformisation":
             self._step = self._unsplit(model, sel)
             self.substeps = [self._step]
+        elif integrator == "ap":
+            self._step = None                  # built for Δt by prepare(), set-up cost
+            self.substeps = []
         else:
             steps = []
             if sel is not None and sel.interval is None:
@@ -137,21 +197,19 @@ class JointSystem:
         self.setup_seconds = time.perf_counter() - t0
 
     def _unsplit(self, model: Model, sel) -> UnsplitStep:
-        if sel is not None and sel.linear_rate is None or \
-                any(not m.continuous for m in model.mutations):
+        # between generations a rule acting at discrete times leaves only the linear part
+        events_only = sel is not None and sel.interval is not None
+        kappa = 0.0 if sel is None or events_only else sel.linear_rate
+        if kappa is None or any(not m.continuous for m in model.mutations) and not events_only:
             raise ValueError("integrator='uniformisation' integrates the linearised replicator "
-                             "equation: it needs selection=pp.Replicator (or None) and "
+                             "equation: it needs selection=pp.Replicator (or None, or a rule "
+                             "acting at generation times such as pp.PBT) and "
                              "mutation=pp.Diffusion (or None); use the default "
                              "integrator='split' for other rules")
         if self.scheme != "fv" or self.grid.ndim_theta != 1:
             raise ValueError("integrator='uniformisation' needs scheme='fv' and one "
                              "theta-axis; use the default integrator='split'")
-        return UnsplitStep(self.op, self.grid, self.fitness,
-                           0.0 if sel is None else sel.linear_rate, model.diffusion_coefficient)
-
-    @property
-    def has_events(self) -> bool:
-        return self.generation is not None
+        return UnsplitStep(self.op, self.grid, self.fitness, kappa, model.diffusion_coefficient)
 
     def prepare(self, dt: float, n_steps: int) -> None:
         """Build the fast propagator for ``dt`` now (it is set-up cost), or check the unsplit
@@ -159,30 +217,25 @@ class JointSystem:
         t0 = time.perf_counter()
         if self.integrator == "uniformisation":
             self._step.check_budget(n_steps * dt)
+        elif self.integrator == "ap":
+            self._dt = dt
+            self._step = ap.make_joint_stepper(self.op, self.model, self.grid, self.setting,
+                                               self.fitness, dt, splitting=self.splitting,
+                                               spectral=self.scheme == "spectral")
+            self.substeps = [self._step]
         elif n_steps:
             kw = {"n_steps": n_steps} if self.scheme == "fv" else {}
             self.fast.cache[dt] = self.op.propagator(dt, **kw)
         self.setup_seconds += time.perf_counter() - t0
 
-    def step(self, f: np.ndarray, dt: float) -> np.ndarray:
-        return self._step(f, dt)
-
-    def event(self, f: np.ndarray) -> np.ndarray:
-        return self.generation(f)
-
-    def settle(self, f: np.ndarray) -> np.ndarray:
-        return f
-
-    def snapshot(self, f: np.ndarray) -> np.ndarray:
-        return f.copy()
-
     def summary(self) -> dict:
-        """What the run's info records about the steps taken."""
         if self.integrator == "uniformisation":
             fast = {"exact": self._step.summary}
+        elif self.integrator == "ap":
+            fast = {} if self._step is None else {f"{self._dt:g}": self._step.summary}
         else:
             fast = {f"{tau:g}": p.summary for tau, p in self.fast.cache.items()}
-        return {"fast_step": fast, "clipped_mass": self.ledger.summary()}
+        return {"fast_step": fast, **super().summary()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +261,7 @@ def resolve_fitness(grid: Grid, fitness: Any) -> np.ndarray | None:
     return arr
 
 
-class ReducedSystem:
+class ReducedSystem(_DensitySystem):
     """The reduced equation for ρ(t, h) on ``grid.h`` as a time step for the run loop.
 
     The state is ρ as densities on the h-cells (shape ``grid.h_shape``); the sub-steps act on
@@ -228,6 +281,7 @@ class ReducedSystem:
         setting.explore = model.explore_kernel(setting)
         self.setting = setting
         self.ctx = GibbsAverages(model, grid, setting, resolve_fitness(grid, fitness))
+        setting.averages = self.ctx
         sel = model.selection if model.selection_active else None
         steps = []
         self.fitness = None
@@ -245,28 +299,6 @@ class ReducedSystem:
             sel.interval is not None else None
         self.interval = sel.interval if sel is not None else None
         self.setup_seconds = time.perf_counter() - t0
-
-    @property
-    def has_events(self) -> bool:
-        return self.generation is not None
-
-    def prepare(self, dt: float, n_steps: int) -> None:
-        pass
-
-    def step(self, rho: np.ndarray, dt: float) -> np.ndarray:
-        return self._step(rho, dt)
-
-    def event(self, rho: np.ndarray) -> np.ndarray:
-        return self.generation(rho)
-
-    def settle(self, rho: np.ndarray) -> np.ndarray:
-        return rho
-
-    def snapshot(self, rho: np.ndarray) -> np.ndarray:
-        return rho.copy()
-
-    def summary(self) -> dict:
-        return {"clipped_mass": self.ledger.summary()}
 
 
 __all__ = ["JointSystem", "ReducedSystem", "MassStep", "check_scheme",

@@ -336,6 +336,18 @@ class Grid:
         """∫ g f over every axis, for a field g broadcastable to the grid's shape."""
         return (np.asarray(f) * g * self.weights).sum(axis=self._sum_axes(len(self.shape)))
 
+    def histogram(self, theta: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """The histogram density of points (θ_i, h_i) on the grid's cells (one θ- and one
+        h-axis): counts per cell over N times the cell weights, so the mass is the fraction of
+        points inside the box."""
+        if self.ndim_theta != 1 or self.ndim_h != 1:
+            raise ValueError("histograms on a grid need one theta-axis and one h-axis")
+        theta, h = np.asarray(theta, dtype=float), np.asarray(h, dtype=float)
+        if theta.ndim != 1 or h.ndim != 1:
+            raise ValueError("histograms on the grid need 1-D θ and h (one value per point)")
+        counts, _, _ = np.histogram2d(theta, h, bins=[self.theta_edges, self.h_edges])
+        return counts / theta.size / self.weights
+
     # -- misc ----------------------------------------------------------------------------
     @property
     def periodic(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from .densities import gaussian
 from .exact import gaussian_moments, reduced_gaussian
 from .grid import Grid
 from .model import Diffusion, Model, Replicator
+from .rules import PBT, Perturb
 
 
 @dataclass
@@ -68,6 +69,9 @@ class GaussianProblem:
 
     def initial(self, grid: Grid) -> np.ndarray:
         return gaussian(grid, self.mean0, self.cov0)
+
+    def describe_initial(self) -> str:
+        return f"the preset's Gaussian, mean {list(self.mean0)}"
 
     # -- exact solutions -------------------------------------------------------------------
     def drift(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,7 +139,74 @@ def gaussian_problem() -> GaussianProblem:
     return GaussianProblem()
 
 
-PRESETS = {"quadratic-bilevel": readme_example, "gaussian": gaussian_problem}
+@dataclass
+class PBTProblem:
+    """Population-Based Training of a learning rate, with SGD's noise tied to it.
+
+    h = log η (the natural log of the learning rate). The inner problem is SGD on the training
+    loss L(θ) = ½K(θ − c)²: its mobility is the learning rate, m(h) = η, and its temperature
+    the learning rate times the gradient-noise variance, T(h) = η σ²/2 (the Langevin model of
+    SGD), so the Gibbs state π_h = N(c, T/K) widens with η while a larger η relaxes faster
+    (rate η K/ε). The fitness is the validation loss, F = −(θ − c_val)², whence
+    F̄(h) = −(c − c_val)² − T(h)/K: at equilibrium the smallest learning rate wins, but from a
+    poor start a large one gets there first, so PBT (exploit every ``interval`` with fraction
+    ``fraction``, explore by multiplying η by 0.8 or 1.2) lowers the learning rate over time:
+    a schedule emerges. No closed form: the run prints its moments.
+    """
+
+    K: float = 1.0
+    c: float = 1.0                  # minimiser of the training loss
+    c_val: float = 1.0              # minimiser of the validation loss
+    sigma2: float = 1.0             # gradient-noise variance σ²
+    eps: float = 0.1
+    interval: float = 0.5
+    fraction: float = 0.25
+    factors: tuple = (0.8, 1.2)
+    theta0: float = -2.0            # initial θ (mean) and its spread
+    theta0_var: float = 0.05
+    h_box: tuple = (float(np.log(0.01)), 0.0)
+    theta_box: tuple = (-3.0, 3.0)
+
+    preset_name = "pbt"
+    has_theory = False
+
+    def model(self) -> Model:
+        K, c, cv, s2 = self.K, self.c, self.c_val, self.sigma2
+        model = Model(loss=lambda theta, h: 0.5 * K * (theta - c) ** 2,
+                      fitness=lambda theta, h: -(theta - cv) ** 2,
+                      temperature=lambda h: 0.5 * s2 * np.exp(h),
+                      mobility=lambda h: np.exp(h), eps=self.eps,
+                      selection=PBT(self.interval, self.fraction),
+                      mutation=Perturb(self.factors),
+                      loss_grad=lambda theta, h: K * (theta - c), quadratic=(K, c),
+                      name="pbt")
+        model.preset = {"name": self.preset_name, "params": self.to_dict()}
+        return model
+
+    def grid(self, n_theta: int = 128, n_h: int = 64) -> Grid:
+        return Grid(theta=(*self.theta_box, n_theta), h=(*self.h_box, n_h))
+
+    def initial(self, grid: Grid) -> np.ndarray:
+        """θ ~ N(θ₀, var), h uniform on the box (learning rates log-uniform)."""
+        th = np.exp(-(grid.theta - self.theta0) ** 2 / (2 * self.theta0_var))
+        return th[:, None] * np.ones(grid.n_h)[None, :] / (th.sum() * grid.dtheta *
+                                                            grid.n_h * grid.dh)
+
+    def describe_initial(self) -> str:
+        return (f"θ ~ N({self.theta0:g}, {self.theta0_var:g}), learning rate log-uniform on "
+                f"[{np.exp(self.h_box[0]):.3g}, {np.exp(self.h_box[1]):.3g}]")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def pbt_problem() -> PBTProblem:
+    """PBT of a learning rate with SGD-like noise (see :class:`PBTProblem`)."""
+    return PBTProblem()
+
+
+PRESETS = {"quadratic-bilevel": readme_example, "gaussian": gaussian_problem,
+           "pbt": pbt_problem}
 
 
 def preset_parameters(name: str) -> dict[str, Any]:
@@ -150,7 +221,7 @@ def _preset_factory(name: Any):
     return PRESETS[name]
 
 
-def build(name: str, params: dict[str, Any] | None = None) -> GaussianProblem:
+def build(name: str, params: dict[str, Any] | None = None) -> GaussianProblem | PBTProblem:
     """Preset ``name`` with some of its parameters replaced by ``params``.
 
     ``build(**model.preset)`` rebuilds the problem behind a preset model, which is how a

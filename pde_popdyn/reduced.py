@@ -23,12 +23,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh, splu
 
+from . import io
 from ._validate import density_array
 from .equations import ReducedSystem, resolve_fitness
 from .gibbs import effective_fitness
 from .grid import Grid
 from .model import Model
-from .run import Schedule, open_output, plan_resume, run
+from .run import Schedule, finish_output, open_output, plan_resume, run
 from .slow.mutation import neumann_laplacian
 from .solution import Solution
 from .solve import check_common, check_save_every, check_splitting
@@ -110,33 +111,21 @@ def solve_reduced(model: Model, grid: Grid, rho0: Any, t_final: float, dt: float
     interval = model.selection.interval if model.selection_active else None
     schedule = plan.schedule if plan is not None else \
         Schedule.make(0.0, t_final, dt, save_every, interval)
+    settings = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
+                "dt_requested": dt, "save_every": schedule.save_every, "interval": interval,
+                "fitness_kind": system.fitness_kind}
     writer = plan.writer(model=model, fitness=system.fitness) if plan is not None else \
         open_output(output, overwrite, kind="reduced", grid=grid, model=model,
-                    fitness=system.fitness,
-                    attrs={"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
-                           "dt_requested": dt, "save_every": schedule.save_every,
-                           "interval": interval, "fitness_kind": system.fitness_kind})
-    try:
-        rec = run(system, rho, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="pde_popdyn reduced")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
-    info = {"scheme": scheme, "splitting": splitting, "dt": schedule.dt,
-            "n_steps": rec.steps_done, "save_every": schedule.save_every, "interval": interval,
-            "setup_seconds": system.setup_seconds, "run_seconds": rec.wall_seconds,
-            "fitness": system.fitness, "fitness_kind": system.fitness_kind,
-            **system.summary()}
+                    fitness=system.fitness, attrs=io.run_attributes("reduced", settings))
+    rec = run(system, rho, schedule, trackers=trackers, writer=writer, progress=progress,
+              desc="pde_popdyn reduced")
+    info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
+            "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
+            "fitness": system.fitness, **system.summary()}
+    finish_output(writer, rec, info)
     t, rhos = np.asarray(rec.t), np.stack(rec.states)
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(t[-1]),
-                     stop_reason=rec.stop_reason)
-        info["output"] = str(writer.path)
     if plan is not None:
-        t = np.concatenate([plan.t[:-1], t])
-        rhos = np.concatenate([plan.states["density"][:-1], rhos])
+        t, rhos = plan.join(t, rhos)
         info["resumed_at"] = float(plan.schedule.t0)
     return Solution(t=t, f=rhos, grid=grid, model=model, info=info, kind="reduced",
                     stop_reason=rec.stop_reason)

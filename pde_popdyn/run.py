@@ -32,6 +32,7 @@ way, keeping the last completed step.) :func:`pde_popdyn.resume` continues such 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import signal
@@ -45,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
+from .rules import rule_from_dict
 from .trackers import ProgressTracker, as_trackers
 
 SPLITTINGS = ("strang", "lie")
@@ -227,14 +229,28 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
 
     ``trackers`` are :class:`~pde_popdyn.trackers.Tracker` objects or callables
     ``fn(t, state)`` (called every step; returning True stops the run). ``writer`` is called
-    as ``writer(t, state)`` at every saved time and closed at the end with the run's status.
+    as ``writer(t, state)`` at every saved time; if the run fails it is closed with
+    ``status="failed"`` (its snapshots kept), otherwise :func:`finish_output` closes it.
+    The system's ``prepare(dt, n_steps)`` (set-up that depends on Δt) runs first.
     """
+    try:
+        if hasattr(system, "prepare"):
+            system.prepare(schedule.dt, schedule.n_steps)
+        return _loop(system, state, schedule, trackers, writer, progress, desc)
+    except BaseException:
+        if writer is not None:
+            writer.close(status="failed")
+        raise
+
+
+def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -> RunRecord:
     tracks = as_trackers(trackers)
     if progress is not False:
         tracks.insert(0, ProgressTracker(progress, total=schedule.n_steps, desc=desc))
-    saves = set(schedule.saved_steps())
+    saves = sorted(set(schedule.saved_steps()) - {0})
     events = schedule.event_steps()
     rec = RunRecord()
+    advance = getattr(system, "advance", None)
 
     def save(k: int, st) -> None:
         t = schedule.time(k)
@@ -242,6 +258,15 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
         rec.states.append(system.snapshot(st))
         if writer is not None:
             writer(t, st)
+
+    def next_stop(k: int) -> int:
+        """The next step at which something happens: a save, a generation or a tracker; the
+        steps in between are taken at once (a system may merge their half steps)."""
+        nxt = saves[bisect.bisect_right(saves, k)] if k < schedule.n_steps else k
+        nxt = min([nxt] + [e for e in events if e > k][:1])
+        for tr in tracks:
+            nxt = min(nxt, tr.next_due(k, schedule))
+        return max(nxt, k + 1)
 
     t_start = time.perf_counter()
     k = 0
@@ -253,8 +278,14 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
             saved_last = 0
             for tr in tracks:
                 tr.start(schedule.t0, state, schedule)
-            for k in range(1, schedule.n_steps + 1):
-                state = system.step(state, schedule.dt)
+            while k < schedule.n_steps:
+                target = next_stop(k)
+                if advance is not None:
+                    state = advance(state, schedule.dt, target - k)
+                else:
+                    for _ in range(target - k):
+                        state = system.step(state, schedule.dt)
+                k = target
                 if k in events:
                     state = system.event(state)
                 t = schedule.time(k)
@@ -264,7 +295,7 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
                         stop = reason
                 if flag["hit"]:
                     stop = "interrupted"
-                if stop is not None or k in saves:
+                if stop is not None or k in saves or k == schedule.n_steps:
                     state = system.settle(state)
                     save(k, state)
                     saved_last = k
@@ -274,7 +305,6 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
         # a second Ctrl-C, or one outside the main thread: the step in flight may be half done,
         # so the run ends at its last saved state
         stop = "interrupted"
-        state = rec.states[-1] if rec.states else state
     rec.stop_reason = stop or "t_final"
     rec.steps_done = saved_last
     rec.wall_seconds = time.perf_counter() - t_start
@@ -282,8 +312,6 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
     for tr in tracks:
         tr.finish(rec.t[-1] if rec.t else schedule.t0, state, rec.stop_reason)
     return rec
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,6 +322,16 @@ def open_output(output, overwrite: bool, **kwargs):
     if output is None:
         return None
     return io.SnapshotWriter(output, overwrite=overwrite, **kwargs)
+
+
+def finish_output(writer, rec: RunRecord, info: dict) -> None:
+    """Close the run's file with its status ('interrupted' after Ctrl-C, else 'complete') and
+    closing attributes, and record its path in ``info``."""
+    if writer is None:
+        return
+    writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
+                 **io.closing_attributes(np.asarray(rec.t), info))
+    info["output"] = str(writer.path)
 
 
 @dataclass
@@ -315,10 +353,46 @@ class ResumePlan:
         """The last stored density (joint/reduced)."""
         return self.states["density"][-1]
 
+    def join(self, t: np.ndarray, new: np.ndarray, key: str = "density"
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The stored run followed by the continuation (whose first state is the stored
+        last one)."""
+        return (np.concatenate([self.t[:-1], t]),
+                np.concatenate([self.states[key][:-1], new]))
+
     def writer(self, *, model: Any = None, rng=None, fitness=None):
         """A writer appending to the file; it skips the first (already stored) state."""
         return io.SnapshotWriter.append(self.path, skip_first=True, rng=rng, model=model,
                                         fitness=fitness)
+
+
+def _same_rules(stored: Any, rules: tuple) -> bool:
+    """Whether a stored rule description (one, a list, or None) rebuilds ``rules`` (the
+    first version's descriptions lack later defaults, e.g. ``copy``)."""
+    items = [] if stored is None else stored if isinstance(stored, list) else [stored]
+    try:
+        return tuple(rule_from_dict(d) for d in items) == rules
+    except (TypeError, ValueError):
+        return False
+
+
+def _model_mismatch(model: Any, stored: Any) -> list[str]:
+    """The keys in which ``model.describe()`` differs from a stored description."""
+    if not isinstance(stored, dict) or not hasattr(model, "describe"):
+        return []
+    now = json.loads(io.schema.dumps(model.describe()))
+    out = []
+    for k in sorted(set(now) | set(stored)):
+        if k == "selection":
+            same = _same_rules(stored.get(k), () if model.selection is None
+                               else (model.selection,))
+        elif k == "mutation":
+            same = _same_rules(stored.get(k), model.mutations)
+        else:
+            same = now.get(k) == stored.get(k)
+        if not same:
+            out.append(k)
+    return out
 
 
 def _same(name: str, given: Any, stored: Any, path) -> None:
@@ -344,8 +418,17 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
     if output is not None and Path(output).resolve() != p.resolve():
         raise ValueError(f"output={output!r} differs from resume={str(path)!r}; a resumed run "
                          f"appends to the file it resumes")
-    attrs, data = io.read_for_resume(p, kind)
-    stored_grid = io.grid_from_attrs(attrs, p)
+    record = io.read(p)
+    if record.kind != kind:
+        raise io.SnapshotFileError(f"{p} holds a {record.kind} run; it cannot be resumed as a "
+                                   f"{kind} run")
+    if not record.closed_cleanly:       # a killed writer: keep every complete snapshot
+        io.repair(p)
+        record = io.read(p)
+    if len(record.t) == 0:
+        raise io.SnapshotFileError(f"{p} holds no snapshot to resume from")
+    attrs, data = record.attrs, record.fields
+    stored_grid = record.grid
     if grid is not None and stored_grid is not None and grid != stored_grid:
         raise ValueError(f"grid={grid!r} differs from the grid of {p} ({stored_grid!r}); pass "
                          f"grid=None to use the file's")
@@ -355,7 +438,7 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
             stored = None
         _same(name, given, stored, p)
     if model is not None:
-        diff = io.model_mismatch(model, attrs.get("model"))
+        diff = _model_mismatch(model, attrs.get("model"))
         if diff:
             raise ValueError(f"the model differs from the one stored in {p} in {diff}; resume "
                              f"with the same model, or start a new file from "
@@ -382,7 +465,7 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
         if not np.allclose(given, first, rtol=1e-10, atol=1e-12 * np.abs(first).max()):
             raise ValueError(f"f0 differs from the initial state stored in {p}; resume with "
                              f"f0=None (or the first run's f0), or start a new run")
-    t_last = float(data["time"][-1])
+    t_last = float(record.t[-1])
     span = float(t_final) - t_last
     if not np.isfinite(span) or span < -1e-9 * stored_dt:
         raise ValueError(f"t_final={t_final!r} is before the last time {t_last!r} stored in "
@@ -397,14 +480,14 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
     interval = attrs.get("interval")
     schedule = Schedule(t0=t_last, dt=stored_dt, n_steps=n, save_every=int(save),
                         interval=None if interval is None else float(interval))
-    rng_state = None
-    if "rng_state" in data and len(data["rng_state"]):
-        rng_state = json.loads(data["rng_state"][-1])
-    states = {k: v for k, v in data.items() if k in ("density", "particle_theta", "particle_h")}
-    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=data["time"],
-                      states=states, schedule=schedule, rng_state=rng_state, extra=data)
+    rng_state = record.rng_states[-1] if record.rng_states else None
+    return ResumePlan(path=p, kind=kind, attrs=attrs, grid=stored_grid, t=record.t,
+                      states=dict(data), schedule=schedule, rng_state=rng_state,
+                      extra={"agent_fields": record.agent_fields,
+                             "diagnostics": record.diagnostics,
+                             "rng_states": record.rng_states})
 
 
 __all__ = ["Schedule", "compose", "PropagatorStep", "run", "RunRecord", "SPLITTINGS",
            "FunctionSystem",
-           "STOP_REASONS", "plan_resume", "open_output", "ResumePlan"]
+           "STOP_REASONS", "plan_resume", "open_output", "finish_output", "ResumePlan"]

@@ -12,6 +12,7 @@ from . import diagnostics as _diag
 from . import plot
 from .gibbs import gibbs
 from .grid import Grid
+from .io import solution_record, to_dataset
 from .model import Model
 
 
@@ -187,6 +188,15 @@ class Solution:
     def diagnostics(self) -> dict[str, Any]:
         """Every applicable diagnostic of :mod:`pde_popdyn.diagnostics`, along ``t``."""
         return _diag.diagnostics(self)
+
+    def to_xarray(self):
+        """This solution as an ``xarray.Dataset``: the Dataset that
+        ``xarray.open_dataset(path, engine="h5netcdf")`` gives for the snapshot file its run
+        writes with ``output=path`` (same variables, coordinates with cell bounds, stored
+        diagnostics and attributes; only ``pde_popdyn.io.RUNTIME_ATTRIBUTES`` such as
+        ``created`` carry the time of this call), built without writing a file. Needs
+        ``pip install "pde_popdyn[interop]"``."""
+        return to_dataset(solution_record(self))
 
     def at(self, t: float) -> np.ndarray:
         """The saved state nearest to time ``t``."""

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from ._validate import density_array, positive_float
+from . import io
 from .equations import INTEGRATORS, JointSystem, check_scheme
 from .grid import Grid
 from .model import Model
-from .run import SPLITTINGS, Schedule, open_output, plan_resume, run
+from .run import SPLITTINGS, Schedule, finish_output, open_output, plan_resume, run
 from .solution import Solution
 
 
@@ -47,8 +48,8 @@ def check_splitting(splitting: Any, integrator: Any) -> tuple[str, str]:
         raise ValueError(f"splitting={splitting!r} is not known; use 'strang' (order 2, "
                          f"default) or 'lie' (order 1)")
     if integrator not in INTEGRATORS:
-        raise ValueError(f"integrator={integrator!r} is not known; use 'split' (default) or "
-                         f"'uniformisation'")
+        raise ValueError(f"integrator={integrator!r} is not known; use 'ap' (default), 'split' "
+                         f"or 'uniformisation'")
     return splitting, integrator
 
 
@@ -101,10 +102,18 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         accurate for smooth problems and mass-exact; the Gibbs state is stationary and f
         positive only up to that (spectral) accuracy.
     integrator:
-        'split' (default) or 'uniformisation': the linearised replicator–mutator equation
-        integrated exactly without splitting (:mod:`pde_popdyn.unsplit`), so Δt only sets the
-        save times; the fastest choice at moderate ε (replicator selection and diffusive
-        mutation only); its cost grows like t/ε, so it refuses very stiff runs.
+        'ap' (default): selection acts inside the exact per-column fast propagator (replicator)
+        or through the exponential midpoint rule with the exact fast propagator (jump rules),
+        with mutation split around it by ``splitting`` (:mod:`pde_popdyn.ap`): second order in
+        Δt for every ε down to ε → 0, where it becomes a second-order scheme of the reduced
+        equation; positive, mass-exact, Gibbs-exact. Where it does not apply (several θ-axes,
+        the replicator copying h only) the split scheme runs and ``info["integrator"]`` says
+        so. 'split': selection, mutation and fast sub-steps composed by ``splitting`` (first
+        order in Δt once ε ≪ Δt). 'uniformisation': the linearised replicator–mutator
+        equation integrated exactly without splitting (:mod:`pde_popdyn.unsplit`), so Δt only
+        sets the save times; fast at moderate ε (replicator selection, or a rule acting at
+        generation times, with diffusive mutation); its cost grows like t/ε, so it refuses
+        very stiff runs.
     save_every:
         Save every this many steps (the first and last states, and generation times, are
         always saved). Default: about 100 snapshots.
@@ -146,7 +155,7 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         scheme = scheme or stored["scheme"]
         splitting = splitting or stored["splitting"]
         integrator = integrator or stored["integrator"]
-    splitting, integrator = check_splitting(splitting or "strang", integrator or "split")
+    splitting, integrator = check_splitting(splitting or "strang", integrator or "ap")
     scheme = scheme or "fv"
     t_final, dt = check_common(model, grid, t_final, dt)
     check_scheme(scheme, grid)
@@ -162,32 +171,22 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
                          h_mass=grid.marginal(f, "h"))
     schedule = plan.schedule if plan is not None else \
         Schedule.make(0.0, t_final, dt, save_every, interval)
+    # 'ap' falls back to 'split' where it does not apply: record what runs
+    settings = {"scheme": scheme, "splitting": splitting, "integrator": system.integrator,
+                "dt": schedule.dt, "dt_requested": dt, "save_every": schedule.save_every,
+                "interval": interval}
     writer = plan.writer(model=model) if plan is not None else open_output(
         output, overwrite, kind="joint", grid=grid, model=model,
-        attrs={"scheme": scheme, "splitting": splitting, "integrator": integrator,
-               "dt": schedule.dt, "dt_requested": dt, "save_every": schedule.save_every,
-               "interval": interval})
-    try:
-        system.prepare(schedule.dt, schedule.n_steps)
-        rec = run(system, f, schedule, trackers=trackers, writer=writer, progress=progress,
-                  desc="pde_popdyn")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
-    info = {"scheme": scheme, "splitting": splitting, "integrator": integrator,
-            "dt": schedule.dt, "n_steps": rec.steps_done, "save_every": schedule.save_every,
-            "interval": interval, "setup_seconds": system.setup_seconds,
-            "run_seconds": rec.wall_seconds, **system.summary()}
+        attrs=io.run_attributes("joint", settings))
+    rec = run(system, f, schedule, trackers=trackers, writer=writer, progress=progress,
+              desc="pde_popdyn")
+    info = {**settings, "n_steps": rec.steps_done, "setup_seconds": system.setup_seconds,
+            "run_seconds": rec.wall_seconds, "stop_reason": rec.stop_reason,
+            **system.summary()}
+    finish_output(writer, rec, info)
     t, fs = np.asarray(rec.t), np.stack(rec.states)
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(t[-1]),
-                     stop_reason=rec.stop_reason)
-        info["output"] = str(writer.path)
     if plan is not None:
-        t = np.concatenate([plan.t[:-1], t])
-        fs = np.concatenate([plan.states["density"][:-1], fs])
+        t, fs = plan.join(t, fs)
         info["resumed_at"] = float(plan.schedule.t0)
     return Solution(t=t, f=fs, grid=grid, model=model, info=info,
                     stop_reason=rec.stop_reason)

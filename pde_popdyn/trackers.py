@@ -56,6 +56,16 @@ class Tracker:
         if self.interval is not None:
             self._next_time = t + self.interval
 
+    def next_due(self, k: int, schedule) -> int:
+        """The first step after k at which this tracker wants to see the state (the run loop
+        takes the steps before it at once)."""
+        if self.every is not None:
+            return (k // self.every + 1) * self.every
+        if self.interval is not None:
+            return max(k + 1, int(math.ceil((self._next_time - schedule.t0) / schedule.dt
+                                            * (1 - 1e-12))))
+        return k + 1
+
     def due(self, k: int, t: float) -> bool:
         if self.every is not None:
             return k % self.every == 0
@@ -110,9 +120,12 @@ class ProgressTracker(Tracker):
         if self.enabled:
             self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=False)
 
+    def next_due(self, k: int, schedule) -> int:
+        return schedule.n_steps           # counts the steps taken; needs no state of its own
+
     def observe(self, k, t, state):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(k - self.bar.n)
         return None
 
     def finish(self, t, state, stop_reason) -> None:

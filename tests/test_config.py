@@ -137,9 +137,10 @@ def test_rules_are_found_by_name_so_later_rules_need_no_cli_change(monkeypatch):
     with pytest.raises(ValueError, match=re.escape(
             "[mutation] rule = 'Perturb' with scale = -1: Perturb: Perturb scale must be > 0")):
         make_rule({"rule": "Perturb", "scale": -1}, "mutation")
-    with pytest.raises(ValueError, match=r"\[selection\] rule = 'PBT': not a rule of "
+    with pytest.raises(ValueError, match=r"\[selection\] rule = 'Tournament': not a rule of "
                                          r"pde_popdyn; the rules are .*BoltzmannJump.*Perturb"):
-        make_rule({"rule": "PBT"}, "selection")
+        make_rule({"rule": "Tournament"}, "selection")
+    assert isinstance(make_rule({"rule": "PBT", "interval": 0.5}, "selection"), pp.PBT)
 
 
 @pytest.mark.parametrize("text,message", [

@@ -254,3 +254,16 @@ def test_bad_input():
     nofit = pp.Model(loss=model.loss, temperature=0.1)
     with pytest.raises(ValueError, match="no fitness"):
         effective_fitness(nofit, GRID)
+
+
+def test_small_temperature_and_an_offset_loss_converge_to_round_off():
+    """log Z ≈ −L/T is huge at small T (here with a loss offset of 50 at T = 1e-5): each of
+    log Z and F̄ is held to its own relative tolerance, and a change that stops shrinking at
+    round-off level ends the refinement with that change as the error estimate."""
+    grid = pp.Grid(theta=(-1, 3, 64), h=(-2, 2, 16))
+    m = pp.Model(loss=lambda th, h: 50.0 + 0.5 * (th - 1 - 0.2 * h) ** 2,
+                 fitness=lambda th, h: -(th - 1.1) ** 2, temperature=1e-5)
+    fbar, err = pp.effective_fitness(m, grid, return_error=True)
+    exact = -(0.2 * grid.h - 0.1) ** 2 - 1e-5
+    assert np.abs(fbar - exact).max() < 1e-9
+    assert np.abs(fbar - exact).max() <= 10 * err.max()     # the estimate is round-off level

@@ -8,15 +8,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 import pde_popdyn as pp
-from pde_popdyn.io import (EnsembleRecord, OutputExistsError, SnapshotFileError, SnapshotWriter,
-                           inspect, repair, write_solution)
+from pde_popdyn.io import (EnsembleRecord, OutputExistsError, SnapshotWriter, inspect, repair,
+                           write_solution)
 from pde_popdyn.presets import build
 
 DT = 1 / 64  # a power of two: k·Δt and T/n are exact, so runs of different length share Δt

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 from scipy.linalg import eigvalsh_tridiagonal
 from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
+from .blas import one_blas_thread
 from .uniformisation import poisson_terms, poisson_weights
 
 _PROJ_MARGIN = 37.0      # e^{-37} ≈ 1e-16
@@ -287,7 +288,11 @@ class FastPropagator:
         self._coef = self._uniformised(u, cu)
         self._w = poisson_weights(ctau[u]) if u.size else None
         self.n_terms = self._w.shape[0] - 1 if u.size else 0
-        self._E = self._dense(c[dense], self.dense_cols) if dense.any() else None
+        if dense.any():
+            with one_blas_thread():
+                self._E = self._dense(c[dense], self.dense_cols)
+        else:
+            self._E = None
 
     def _uniformised(self, cols: np.ndarray, c: np.ndarray, batch: bool = False) -> tuple:
         """Coefficients of P = I + A/c restricted to ``cols`` (a trailing singleton axis added
@@ -381,7 +386,8 @@ class FastPropagator:
         if self.dense_cols.size:
             cols = self.dense_cols
             flat = f.reshape(op.n, -1)[:, cols]
-            res = np.matmul(self._E, flat.T[:, :, None])[:, :, 0].T
+            with one_blas_thread():
+                res = np.matmul(self._E, flat.T[:, :, None])[:, :, 0].T
             out.reshape(op.n, -1)[:, cols] = res
         return out.reshape(shape)
 

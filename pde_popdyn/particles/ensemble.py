@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import Grid
+from ..io import ensemble_record, to_dataset
 from ..model import Model
 
 
@@ -41,6 +42,10 @@ class Ensemble:
     #: ``{"t": times, "mean_theta": …, "var_theta": …, "mean_h": …, "var_h": …,
     #: "cov_theta_h": …, "mean_fitness": …, "density": (n, n_θ, n_h)}``; empty if not asked
     summaries: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: per-agent values over time by name, shape (n_saved, N) each (e.g. "fitness", "parent"),
+    #: and the generator's state after each snapshot, as stored in a snapshot file
+    agent_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    stored_rng_states: list | None = field(default=None, repr=False)
 
     # -- shapes --------------------------------------------------------------------------
     @property
@@ -132,12 +137,7 @@ class Ensemble:
         mass outside the grid's box is dropped, so the mass is the fraction inside."""
         if self.d != 1:
             raise ValueError("histogram on a (θ, h) grid needs θ ∈ R (d = 1)")
-        out = np.empty((len(self.t), *grid.shape))
-        for k in range(len(self.t)):
-            c, _, _ = np.histogram2d(self.theta[k], self.h[k],
-                                     bins=[grid.theta_edges, grid.h_edges])
-            out[k] = c / self.n / grid.weights
-        return out
+        return np.stack([grid.histogram(th, hh) for th, hh in zip(self.theta, self.h)])
 
     def at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """(θ, h) of the saved state nearest to time ``t``."""
@@ -147,7 +147,8 @@ class Ensemble:
     @classmethod
     def from_snapshots(cls, t: Any, theta: Any, h: Any, grid: Grid | None = None,
                        model: Model | None = None, density: Any = None,
-                       diagnostics: dict | None = None, info: dict | None = None
+                       diagnostics: dict | None = None, info: dict | None = None,
+                       agent_fields: dict | None = None, rng_states: list | None = None
                        ) -> "Ensemble":
         """Rebuild an Ensemble from stored snapshots (as :func:`pde_popdyn.load` reads them):
         positions over time, and ``info["rng_state"]`` (the bit generator's state after the
@@ -164,7 +165,14 @@ class Ensemble:
                    h=np.asarray(h, dtype=float), model=model, grid=grid, info=info,
                    state=state,
                    stored_diagnostics={k: np.asarray(v) for k, v in (diagnostics or {}).items()},
-                   stored_density=None if density is None else np.asarray(density))
+                   stored_density=None if density is None else np.asarray(density),
+                   agent_fields={k: np.asarray(v) for k, v in (agent_fields or {}).items()},
+                   stored_rng_states=list(rng_states) if rng_states else None)
+
+    def to_xarray(self):
+        """This ensemble as an ``xarray.Dataset``, the one its snapshot file opens as (see
+        :meth:`pde_popdyn.Solution.to_xarray`); needs ``pip install "pde_popdyn[interop]"``."""
+        return to_dataset(ensemble_record(self))
 
     # -- continuation --------------------------------------------------------------------
     def continue_to(self, t_final: float, *, save_every: int | None = None,
@@ -202,13 +210,17 @@ class Ensemble:
         if self.summaries and cont.summaries:
             summaries = {k: np.concatenate([self.summaries[k], cont.summaries[k][1:]])
                          for k in cont.summaries if k in self.summaries}
+        rng_states = None                  # one per saved row, when both parts have them
+        if self.stored_rng_states and cont.stored_rng_states:
+            rng_states = list(self.stored_rng_states) + list(cont.stored_rng_states[1:])
         return Ensemble(t=np.concatenate([self.t, cont.t[1:]]),
                         theta=np.concatenate([self.theta, cont.theta[1:]]),
                         h=np.concatenate([self.h, cont.h[1:]]),
                         model=self.model, grid=self.grid,
                         info={**cont.info, "segments": self.info.get("segments", 1) + 1},
                         state=cont.state, _options=cont._options,
-                        stop_reason=cont.stop_reason, summaries=summaries)
+                        stop_reason=cont.stop_reason, summaries=summaries,
+                        stored_rng_states=rng_states)
 
     def __repr__(self) -> str:
         return (f"Ensemble(N={self.n}, d={self.d}, n_saved={len(self.t)}, "

@@ -80,7 +80,7 @@ def prepare(model, n, init, t_final, dt, *, seed, save_every, summary_every, fit
     if resume is not None:
         plan = plan_resume(resume, "ensemble", model=model, grid=grid, t_final=t_final,
                            dt=dt, output=output, save_every=save_every, initial_key="none")
-        stored = plan.attrs.get("options") or {}
+        stored = {k: plan.attrs[k] for k in _RESUMABLE + ("engine",) if k in plan.attrs}
         if stored.get("fitness_mode") == "window":
             raise ValueError(f"{resume} is a run with windowed fitness, whose per-agent memory "
                              f"is not stored in the file; continue it in the session with "
@@ -90,6 +90,8 @@ def prepare(model, n, init, t_final, dt, *, seed, save_every, summary_every, fit
             raise ValueError(f"n={n} differs from the {n_stored} agents stored in {resume}; "
                              f"pass n=None")
         n, dt = n_stored, plan.schedule.dt
+        if save_every is None:          # the stored one: the same saves, the same stream
+            save_every = plan.schedule.save_every
         grid = grid if grid is not None else plan.grid
         given = dict(zip(_RESUMABLE, (fitness_mode, window, window_kind, bandwidth, replicator,
                                       resampling, ess_threshold, jump_order, boundary, h_box,

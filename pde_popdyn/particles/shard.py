@@ -116,7 +116,7 @@ class Shard:
         of the previous sub-step is dropped (pending log-weights excepted)."""
         for key in [k for k in self.scratch if k != "logw"]:
             del self.scratch[key]
-        self.sim.advance(self.P, dt)
+        self.sim.move(self.P, dt)
 
     def summary(self, owed: float, logw_pending: bool) -> tuple:
         """Moment sums of this shard (:meth:`Simulator.summary_sums`), weighted by the owed

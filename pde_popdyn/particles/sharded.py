@@ -169,8 +169,9 @@ class CheckpointWriter:
             return
         self.last = k
         t0 = time.perf_counter()
-        attrs = {"dt": self.system.schedule.dt, "shards": self.ctx.shards,
-                 "n_agents_total": self.ctx.n, "options": self.meta["options"]}
+        # the run's settings as individual root attributes, as a particle file stores them
+        attrs = dict(self.meta["options"], dt=self.system.schedule.dt,
+                     shards=self.ctx.shards, n_agents_total=self.ctx.n)
         files = self.ctx.gather("write_checkpoint", str(self.path), float(t), attrs,
                                 kind="shard")
         manifest = dict(self.meta, t=float(t), step=int(self.meta["step0"] + k),

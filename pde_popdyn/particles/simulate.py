@@ -9,7 +9,8 @@ import numpy as np
 
 from ..grid import Grid
 from ..model import Model
-from ..run import open_output, run
+from .. import io
+from ..run import finish_output, open_output, run
 from .ensemble import Ensemble
 from .options import sample_density
 from .population import Population
@@ -200,43 +201,11 @@ def _run_local(setup: RunSetup, args: dict, *, output, overwrite, progress, trac
         else:
             sim.init_window(P)
     dt, save_every, interval = schedule.dt, schedule.save_every, schedule.interval
-    writer = plan.writer(model=model, rng=rng) if plan is not None else open_output(
-        output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng,
-        seed=setup.seed_info,
-        histogram=grid is not None and setup.d == 1 and grid.ndim_h == 1,
-        attrs={"dt": dt, "dt_requested": dt, "save_every": save_every, "interval": interval,
-               "splitting": opts["splitting"], "n_agents": n,
-               "options": setup.options_record})
-    tracks = list(trackers) if isinstance(trackers, (list, tuple)) else \
-        ([] if trackers is None else [trackers])
-    recorder = None
-    if setup.summary_every is not None:
-        use_grid = grid if grid is not None and setup.d == 1 and grid.ndim_h == 1 else None
-        recorder = SummaryRecorder(lambda st: combine_summaries(
-            [sim.summary_sums(st, use_grid)], use_grid, model.fitness is not None),
-            setup.summary_every)
-        tracks.append(recorder)
-    try:
-        rec = run(sim, P, schedule, trackers=tracks, writer=writer, progress=progress,
-                  desc="particles")
-    except BaseException:
-        if writer is not None:
-            writer.close(status="failed")
-        raise
-    P = rec.final if isinstance(rec.final, Population) else Population(*rec.final)
-    if writer is not None:
-        writer.close(status="interrupted" if rec.stop_reason == "interrupted" else "complete",
-                     run_seconds=rec.wall_seconds, t_final=float(rec.t[-1]),
-                     stop_reason=rec.stop_reason)
-    steps, run_seconds = rec.steps_done, rec.wall_seconds
     o = opts
-    info = {
-        "seed": setup.seed_info, "bit_generator": type(rng.bit_generator).__name__,
-        "rng_state_start": rng_state_start, "t0": setup.t0, "dt": dt, "n_steps": steps,
-        "save_every": save_every, "summary_every": setup.summary_every, "n_agents": n,
-        "d": setup.d, "splitting": o["splitting"], "engine": o["engine"],
-        "engine_note": setup.engine_note, "fast": o["fast"], "substeps": o["substeps"],
-        "interval": interval,
+    settings = {
+        "dt": dt, "dt_requested": dt, "save_every": save_every, "interval": interval,
+        "t0": setup.t0, "n_agents": n, "splitting": o["splitting"], "engine": o["engine"],
+        "summary_every": setup.summary_every, "fast": o["fast"], "substeps": o["substeps"],
         "gradient": {"model": "model.loss_grad", "quadratic": "quadratic declaration",
                      "central": "central", "user": "user callable"}.get(o["grad_source"]),
         "noise": o["noise"], "fitness_mode": o["fitness_mode"], "window": o["window"],
@@ -246,7 +215,30 @@ def _run_local(setup: RunSetup, args: dict, *, output, overwrite, progress, trac
         "jump_order": o["jump_order"], "boundary": o["boundary"],
         "h_box": None if o["h_box"] is None else list(o["h_box"]),
         "selection": None if sel is None else type(sel).__name__,
-        "run_seconds": run_seconds,
+        "bit_generator": type(rng.bit_generator).__name__}
+    histogram = grid is not None and setup.d == 1 and grid.ndim_theta == 1 and \
+        grid.ndim_h == 1
+    tracks = list(trackers) if isinstance(trackers, (list, tuple)) else \
+        ([] if trackers is None else [trackers])
+    recorder = None
+    if setup.summary_every is not None:
+        use_grid = grid if histogram else None
+        recorder = SummaryRecorder(lambda st: combine_summaries(
+            [sim.summary_sums(st, use_grid)], use_grid, model.fitness is not None),
+            setup.summary_every)
+        tracks.append(recorder)
+    writer = plan.writer(model=model, rng=rng) if plan is not None else open_output(
+        output, overwrite, kind="ensemble", grid=grid, model=model, rng=rng,
+        seed=setup.seed_info, histogram=histogram,
+        attrs=io.run_attributes("ensemble", settings))
+    rec = run(sim, P, schedule, trackers=tracks, writer=writer, progress=progress,
+              desc="particles")
+    P = rec.final
+    steps, run_seconds = rec.steps_done, rec.wall_seconds
+    info = {
+        **settings, "seed": setup.seed_info, "rng_state_start": rng_state_start,
+        "n_steps": steps, "d": setup.d, "engine_note": setup.engine_note,
+        "run_seconds": run_seconds, "stop_reason": rec.stop_reason,
         "agent_steps_per_second": n * steps / run_seconds if run_seconds > 0 else None,
         "resamples": sim.stats["resamples"], "copies": sim.stats["copies"],
         "generations": sim.stats["generations"],
@@ -255,8 +247,7 @@ def _run_local(setup: RunSetup, args: dict, *, output, overwrite, progress, trac
                             if sim.stats["mala_proposed"] else None),
         "last_bandwidth": sim.stats["last_bandwidth"],
     }
-    if writer is not None:
-        info["output"] = str(writer.path)
+    finish_output(writer, rec, info)
     state: dict[str, Any] = {"rng": rng.bit_generator.state}
     if P.wavg is not None:
         state["window_avg"] = P.wavg.copy()
@@ -265,22 +256,29 @@ def _run_local(setup: RunSetup, args: dict, *, output, overwrite, progress, trac
                      window_pos=sim.wpos)
     options = {k: v for k, v in args.items() if k not in ("save_every", "summary_every")}
     options.update(seed=None, check=False, runner=simulate_particles)
+    # one row per save: the positions (in the reserved buffers when every save fitted) and
+    # the generator's state at that save
     saved = sim.saved()
     if saved is not None and saved[0].shape[0] == len(rec.states):
         theta_arr, h_arr = saved
     else:
         theta_arr = np.stack([s[0] for s in rec.states])
         h_arr = np.stack([s[1] for s in rec.states])
+    stored_rng = [s[2] for s in rec.states]
     t_arr = np.asarray(rec.t)
     if plan is not None:
-        t_arr = np.concatenate([plan.t[:-1], t_arr])
-        theta_arr = np.concatenate([plan.states["particle_theta"][:-1], theta_arr])
-        h_arr = np.concatenate([plan.states["particle_h"][:-1], h_arr])
+        _, theta_arr = plan.join(t_arr, theta_arr, "particle_theta")
+        t_arr, h_arr = plan.join(t_arr, h_arr, "particle_h")
+        stored_rng = list(plan.extra.get("rng_states") or [])[:-1] + stored_rng
         info["resumed_at"] = float(plan.schedule.t0)
-    return Ensemble(t=t_arr, theta=theta_arr, h=h_arr, model=model,
-                    grid=grid, info=info, state=state, _options=options,
-                    stop_reason=rec.stop_reason,
-                    summaries=recorder.result() if recorder is not None else {})
+    ens = Ensemble(t=t_arr, theta=theta_arr, h=h_arr, model=model,
+                   grid=grid, info=info, state=state, _options=options,
+                   stop_reason=rec.stop_reason,
+                   stored_rng_states=stored_rng if len(stored_rng) == len(t_arr) else None,
+                   summaries=recorder.result() if recorder is not None else {})
+    if writer is not None and histogram:        # what the file holds beside the positions
+        ens.stored_density = ens.histogram(grid)
+    return ens
 
 
 __all__ = ["simulate_particles", "sample_density"]

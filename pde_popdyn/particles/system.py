@@ -89,7 +89,7 @@ class Simulator:
             self.owed = 0.0
             if sel:
                 P = self.select(P, tau)
-            self.advance(P, dt)
+            self.move(P, dt)
             if self.o["fitness_mode"] == "window":
                 self.update_window(P, dt)
             if sel:
@@ -98,14 +98,14 @@ class Simulator:
                 else:
                     P = self.select(P, 0.5 * dt)
             return P
-        self.advance(P, dt)
+        self.move(P, dt)
         if self.o["fitness_mode"] == "window":
             self.update_window(P, dt)
         if sel:
             P = self.select(P, dt)
         return P
 
-    def advance(self, P: Population, dt: float) -> None:
+    def move(self, P: Population, dt: float) -> None:
         """The mutation and fast sub-steps of one step, in place: M(Δt/2) O(Δt) M(Δt/2)
         (Strang) or O(Δt) M(Δt) (Lie). The fused engine also evaluates the instantaneous
         fitness of the advanced agents, chunk by chunk while they are in the cache, when the
@@ -158,12 +158,14 @@ class Simulator:
             return None
         return self._saves[0][:self.n_saved], self._saves[1][:self.n_saved]
 
-    def snapshot(self, P: Population) -> tuple[np.ndarray, np.ndarray]:
+    def snapshot(self, P: Population) -> tuple[np.ndarray, np.ndarray, dict]:
+        """θ and h at this save (a row of the reserved buffers, or copies past them) and the
+        generator's state at this save."""
         if not (np.isfinite(P.theta).all() and np.isfinite(P.h).all()):
             raise FloatingPointError("agents became non-finite; reduce dt or use a stabler "
                                      "fast step")
         if self._saves is None or self.n_saved >= self._saves[0].shape[0]:
-            return P.theta.copy(), P.h.copy()
+            return P.theta.copy(), P.h.copy(), self.rng.bit_generator.state
         j = self.n_saved
         th, hh = self._saves[0][j], self._saves[1][j]
         last = j == self._saves[0].shape[0] - 1
@@ -172,7 +174,7 @@ class Simulator:
             th[...] = P.theta                      # the final state is already in place
             hh[...] = P.h
         self.n_saved += 1
-        return th, hh
+        return th, hh, self.rng.bit_generator.state
 
     def summary_sums(self, P: Population, grid=None) -> tuple:
         """(sums, counts, log_scale): weighted sums for the moments of (θ₁, h) and ⟨F⟩
@@ -349,16 +351,22 @@ class Simulator:
         return h
 
     def assign(self, target: Population, donors: Population, dst: np.ndarray,
-               src: np.ndarray, *, copy: str, explore: bool, fresh: bool = True
+               src: np.ndarray, *, copy: str, explore: bool, memory: str | None = None
                ) -> Population:
         """target[dst] ← donors[src] (θ too if copy == 'both'), the copied h perturbed by the
         explore rules if ``explore``; returns a new population (target is not modified).
-        Agents that take h with their own θ start a fresh fitness memory (``fresh``)."""
+
+        ``memory`` (windowed fitness only): 'inherit' copies the donor's fitness memory,
+        'reset' starts a fresh one from the copier's new state; default: inherit when θ is
+        copied, reset when only h is."""
         out = target.copy()
         self.forget_fitness()
         self.stats["copies"] += int(dst.size)
+        if memory is None:
+            memory = "inherit" if copy == "both" else "reset"
         if copy == "both":
             out.theta[dst] = donors.theta[src]
+        if memory == "inherit":
             if out.wavg is not None:
                 out.wavg[dst] = donors.wavg[src]
             if out.wbuf is not None:
@@ -366,7 +374,7 @@ class Simulator:
                 out.wsum[dst] = donors.wsum[src]
         hn = donors.h[src]
         out.h[dst] = self.explore(hn) if explore and self.explorers else hn
-        if copy == "h" and fresh:
+        if memory == "reset":
             self.reset_window(out, dst)
         return out
 

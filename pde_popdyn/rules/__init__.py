@@ -4,8 +4,9 @@ faces every rule provides)."""
 from .base import (REGISTRY, MutationRule, Rule, SelectionRule, Setting, rule_from_dict)
 from .jump import BoltzmannJump, Truncation
 from .mutation import Diffusion, GaussianJump, Perturb, PriorResample, check_mutations
+from .pbt import PBT
 from .replicator import Replicator
 
 __all__ = ["Rule", "SelectionRule", "MutationRule", "Setting", "REGISTRY", "rule_from_dict",
-           "Replicator", "BoltzmannJump", "Truncation", "Diffusion", "GaussianJump",
+           "Replicator", "BoltzmannJump", "Truncation", "PBT", "Diffusion", "GaussianJump",
            "Perturb", "PriorResample", "check_mutations"]

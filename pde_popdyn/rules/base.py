@@ -47,7 +47,8 @@ class Setting:
 
     ``spectral`` selects continuum eigenvalues for mutation and explore kernels; ``explore``
     is the kernel K applied to the mass of each copy (None: no perturbation); ``ledger``
-    records the mass removed by clipping.
+    records the mass removed by clipping; ``averages`` gives Gibbs averages (F̄, F̄_α) on the
+    h-grid to rules that rank on them (a :class:`~pde_popdyn.gibbs.GibbsAverages`).
     """
 
     grid: Grid
@@ -56,6 +57,7 @@ class Setting:
     spectral: bool = False
     explore: Callable[[np.ndarray], np.ndarray] | None = None
     ledger: ClipLedger = field(default_factory=ClipLedger)
+    averages: Any = None
 
     def h_coords(self, ndim: int) -> list[np.ndarray]:
         """Each h-coordinate shaped to broadcast against a state of ``ndim`` axes."""
@@ -139,6 +141,12 @@ class SelectionRule(Rule):
     # -- the grid faces ------------------------------------------------------------------
     def grid_step(self, fitness: np.ndarray, setting: Setting) -> SubStep | None:
         """The sub-step of this rule's term of the equation (continuous rules)."""
+        return None
+
+    def jump_form(self, fitness: np.ndarray, setting: Setting) -> tuple | None:
+        """``(λ, M)`` if the rule's term has the jump form λ(M[f] − f) with M positive and
+        mass-preserving (the integrator of :mod:`pde_popdyn.ap` then folds the fast dynamics
+        into the jump step); None otherwise."""
         return None
 
     def generation_map(self, fitness: np.ndarray, setting: Setting

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import positive_float
-from ..slow.agents import weighted_choice
+from ..slow.agents import bottom_and_top, weighted_choice
 from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
 from .base import SelectionRule, Setting, check_copy
 
@@ -31,6 +31,9 @@ class _JumpRule(SelectionRule):
         if not self.active:
             return None
         return JumpStep(self.mapping(fitness, setting), self.rate)
+
+    def jump_form(self, fitness, setting: Setting):
+        return (self.rate, self.mapping(fitness, setting)) if self.active else None
 
     def particle_step(self, sim, P, tau: float):
         if not self.active:
@@ -221,8 +224,7 @@ class Truncation(_JumpRule):
         # M[donors] = donors with its bottom ⌊qN⌋ replaced by copies of its top ⌊qN⌋
         n = sim.n
         k = int(np.floor(self.fraction * n))
-        part = np.argpartition(F, (k - 1, n - k))
-        bottom, top = part[:k], part[n - k:]
+        bottom, top = bottom_and_top(F, k)
         is_bottom = np.zeros(n, dtype=bool)
         is_bottom[bottom] = True
         if jumpers.size == 0:
@@ -232,7 +234,7 @@ class Truncation(_JumpRule):
         src = top[sim.rng.integers(0, k, jb.size)]
         out = sim.assign(target, donors, jb, src, copy=self.copy, explore=True)
         if jn.size and donors is not target:
-            out = sim.assign(out, donors, jn, jn, copy="both", explore=False, fresh=False)
+            out = sim.assign(out, donors, jn, jn, copy="both", explore=False, memory="inherit")
         return out
 
     # sharded: the bottom and top ⌊qN⌋ of the whole population by exact order statistics of
@@ -281,7 +283,7 @@ class Truncation(_JumpRule):
                                    copy=self.copy, explore=True)
         if jn.size and donors != target:
             res = shard.sim.assign(res, shard.scratch[donors], jn, jn, copy="both",
-                                   explore=False, fresh=False)
+                                   explore=False, memory="inherit")
         self._store(shard, out, res)
 
 

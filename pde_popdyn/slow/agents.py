@@ -54,4 +54,13 @@ def weighted_choice(w: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
     return np.minimum(idx, w.size - 1, out=idx)
 
 
-__all__ = ["BOUNDARIES", "apply_boundary", "systematic_counts", "weighted_choice"]
+def bottom_and_top(F: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the k lowest and the k highest values of F (ties broken arbitrarily), by
+    one partial sort, O(N)."""
+    n = F.size
+    part = np.argpartition(F, (k - 1, n - k))
+    return part[:k], part[n - k:]
+
+
+__all__ = ["BOUNDARIES", "apply_boundary", "systematic_counts", "weighted_choice",
+           "bottom_and_top"]

@@ -24,7 +24,7 @@ class ClipLedger:
         """Clip ``g`` to ≥ 0 in place and record the removed mass relative to ``mass``."""
         neg = g < 0
         if neg.any():
-            removed = float(-g[neg].sum()) / mass if mass > 0 else 0.0
+            removed = float(-g[neg].sum()) / float(mass) if mass > 0 else 0.0
             g[neg] = 0.0
         else:
             removed = 0.0

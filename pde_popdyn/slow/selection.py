@@ -160,6 +160,8 @@ class TruncationMap:
         target = self.q * mass
         bottom = f * self._fractional_set(f, target, top=False)
         top = f * self._fractional_set(f, target, top=True)
+        #: the fractions of the mass in the bottom and top sets at the last call (both q)
+        self.last_moved = (float(bottom.sum() / mass), float(top.sum() / mass))
         if self.copy == "both":
             gain = top
         else:

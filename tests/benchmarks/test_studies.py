@@ -261,3 +261,16 @@ def test_findiff_baseline_is_fourth_order_on_a_smooth_density():
         errs.append(np.abs(got - rhs)[~edge].max() / np.abs(rhs).max())
     assert errs[1] < 1e-3
     assert 12 < errs[0] / errs[1] < 20, errs            # 2⁴ = 16
+
+
+def test_pbt_study_runs_end_to_end_on_a_tiny_config(tmp_path, monkeypatch):
+    from benchmarks import study_pbt as pbt
+    tiny = {"breeder": (144, 288), "eps": (0.02, 0.01), "N": (300, 1200), "seeds": 2,
+            "tau": (0.2, 0.1), "qc": 1e-2, "cells": 32}
+    monkeypatch.setitem(pbt.CONFIG, "quick", tiny)
+    out = pbt.run(True, tmp_path)
+    data = json.loads((tmp_path / "pbt.json").read_text())
+    assert "breeder's equation order" in out["headline"]
+    assert 1.8 < data["results"]["breeder"]["order"] < 2.2
+    assert 0.8 < data["results"]["eps"]["slope"] < 1.2
+    assert (tmp_path / "pbt.png").exists()

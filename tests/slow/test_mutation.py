@@ -24,6 +24,8 @@ def test_dct_step_positive_and_mass_exact_on_spiky_data():
     f = np.zeros((3, 64))
     f[:, 0] = 1.0
     f[1, 40] = 1e-30
-    g = DiffusionStep(1e-4, 64, 0.05)(f, 1.0)
-    assert g.min() >= 0.0
+    step = DiffusionStep(1e-4, 64, 0.05)
+    g = step(f, 1.0)
     assert abs(g.sum() - f.sum()) < 1e-14
+    # the clip to >= 0 removed only FFT round-off (what it removed is recorded)
+    assert step.ledger.largest["mutation"] < 1e-15

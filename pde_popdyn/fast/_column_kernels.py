@@ -1,0 +1,213 @@
+"""Compiled loops of :mod:`pde_popdyn.fast.columns` (numba when importable, else plain Python).
+
+* :func:`banded_series` builds, for every h-column, the dense matrices Σ_k w_k P^k and
+  Σ_k v_k P^k of a tridiagonal non-negative matrix P. Starting from the identity, P^k has
+  bandwidth k (no periodic wrap), so the k-th term costs O(k n) instead of O(n²).
+* :func:`gth_solve` solves (diag(κ) − G) x = b per column for a birth–death generator G
+  (rates ``up``: i → i+1, ``down``: i+1 → i) and a non-negative killing vector κ, or the
+  transposed system, by Gaussian elimination in the Grassmann–Taksar–Heyman form: every pivot
+  is written as a sum of non-negative terms, so for b ≥ 0 every operation adds non-negative
+  numbers and the solution has a small *relative* error in every entry, tails included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # numba is a dependency, but the package must work where it cannot be installed
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only without numba
+    numba = None
+    HAVE_NUMBA = False
+
+
+def _banded_series_py(stay, pu, pd, puw, pdw, periodic, w, v, out_w, out_v):  # pragma: no cover
+    """out_w[j] = Σ_k w[k, j] P_j^k, out_v[j] = Σ_k v[k, j] P_j^k (v may have zero rows)."""
+    ncol, n = stay.shape
+    kmax = w.shape[0] - 1
+    x = np.empty((n, n))
+    y = np.zeros((n, n))      # entries outside the band are read as zeros: never garbage
+    for j in range(ncol):
+        for i in range(n):
+            for m in range(n):
+                y[i, m] = 0.0
+        for i in range(n):
+            for m in range(n):
+                x[i, m] = 0.0
+            x[i, i] = 1.0
+        for i in range(n):
+            for m in range(n):
+                out_w[j, i, m] = 0.0
+                out_v[j, i, m] = 0.0
+            out_w[j, i, i] = w[0, j]
+            out_v[j, i, i] = v[0, j]
+        for k in range(1, kmax + 1):
+            for i in range(n):
+                if periodic:
+                    lo = 0
+                    hi = n
+                else:
+                    lo = i - k
+                    if lo < 0:
+                        lo = 0
+                    hi = i + k + 1
+                    if hi > n:
+                        hi = n
+                for m in range(lo, hi):
+                    acc = stay[j, i] * x[i, m]
+                    if i > 0:
+                        acc += pu[j, i - 1] * x[i - 1, m]
+                    elif periodic:
+                        acc += puw[j] * x[n - 1, m]
+                    if i < n - 1:
+                        acc += pd[j, i] * x[i + 1, m]
+                    elif periodic:
+                        acc += pdw[j] * x[0, m]
+                    y[i, m] = acc
+                    out_w[j, i, m] += w[k, j] * acc
+                    out_v[j, i, m] += v[k, j] * acc
+            x, y = y, x
+
+
+def _gth_solve_py(up, down, kill, b, transpose, out):  # pragma: no cover
+    """Solve (diag(kill) − G) x = b (or its transpose) per column; arrays are (ncol, n)."""
+    ncol, n = b.shape
+    p = np.empty(n)
+    y = np.empty(n)
+    for j in range(ncol):
+        s = kill[j, 0]
+        p[0] = s + (up[j, 0] if n > 1 else 0.0)
+        for i in range(1, n):
+            s = kill[j, i] + down[j, i - 1] * s / p[i - 1]
+            p[i] = s + (up[j, i] if i < n - 1 else 0.0)
+        if not transpose:
+            y[0] = b[j, 0]
+            for i in range(1, n):
+                y[i] = b[j, i] + up[j, i - 1] * y[i - 1] / p[i - 1]
+            out[j, n - 1] = y[n - 1] / p[n - 1]
+            for i in range(n - 2, -1, -1):
+                out[j, i] = (y[i] + down[j, i] * out[j, i + 1]) / p[i]
+        else:
+            y[0] = b[j, 0] / p[0]
+            for i in range(1, n):
+                y[i] = (b[j, i] + down[j, i - 1] * y[i - 1]) / p[i]
+            out[j, n - 1] = y[n - 1]
+            for i in range(n - 2, -1, -1):
+                out[j, i] = y[i] + up[j, i] / p[i] * out[j, i + 1]
+
+
+def _sturm_count(a, b2, x):
+    """Number of eigenvalues below x of the symmetric tridiagonal (a, off² = b2)."""
+    n = a.shape[0]
+    count = 0
+    d = a[0] - x
+    if d < 0.0:
+        count += 1
+    for i in range(1, n):
+        if d == 0.0:
+            d = 1e-300
+        d = a[i] - x - b2[i - 1] / d
+        if d < 0.0:
+            count += 1
+    return count
+
+
+def _top_two_py(a, b2, lo, hi, tol, out):  # pragma: no cover
+    """The two largest eigenvalues per column by bisection on Sturm counts (a: (ncol, n)),
+    to an absolute accuracy ``tol[j]``."""
+    ncol, n = a.shape
+    for j in range(ncol):
+        for r in range(2):              # r = 0: largest, r = 1: second largest
+            left, right = lo[j], hi[j]
+            for _ in range(200):
+                mid = 0.5 * (left + right)
+                if mid <= left or mid >= right or right - left <= tol[j]:
+                    break
+                if n - _sturm_count(a[j], b2[j], mid) > r:   # more than r eigenvalues ≥ mid
+                    left = mid
+                else:
+                    right = mid
+            out[j, r] = 0.5 * (left + right)
+
+
+if HAVE_NUMBA:
+    _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
+    _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
+    _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
+    _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)
+
+
+def banded_series(stay: np.ndarray, pu: np.ndarray, pd: np.ndarray, puw: np.ndarray,
+                  pdw: np.ndarray, periodic: bool, w: np.ndarray,
+                  v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Σ_k w_k P^k, Σ_k v_k P^k) per column, shape (ncol, n, n) each.
+
+    ``stay`` (ncol, n), ``pu``/``pd`` (ncol, n−1) and ``puw``/``pdw`` (ncol,) are the entries
+    of P (diagonal, i → i+1, i+1 → i, and the periodic wrap); ``w``/``v`` are (K+1, ncol).
+    """
+    ncol, n = stay.shape
+    out_w = np.empty((ncol, n, n))
+    out_v = np.empty((ncol, n, n))
+    args = [np.ascontiguousarray(a, dtype=np.float64) for a in (stay, pu, pd, puw, pdw)]
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    if HAVE_NUMBA:
+        _banded_series_nb(*args, bool(periodic), w, v, out_w, out_v)
+        return out_w, out_v
+    # numpy fallback: the same series on full matrices, vectorised over columns
+    x = np.broadcast_to(np.eye(n), (ncol, n, n)).copy()
+    out_w[:] = w[0][:, None, None] * x
+    out_v[:] = v[0][:, None, None] * x
+    s, u, d = (a[:, :, None] for a in args[:3])
+    for k in range(1, w.shape[0]):
+        y = s * x
+        y[:, 1:] += u * x[:, :-1]
+        y[:, :-1] += d * x[:, 1:]
+        if periodic:
+            y[:, 0] += args[3][:, None] * x[:, -1]
+            y[:, -1] += args[4][:, None] * x[:, 0]
+        x = y
+        out_w += w[k][:, None, None] * x
+        out_v += v[k][:, None, None] * x
+    return out_w, out_v
+
+
+def gth_solve(up: np.ndarray, down: np.ndarray, kill: np.ndarray, b: np.ndarray,
+              transpose: bool = False) -> np.ndarray:
+    """x with (diag(kill) − G) x = b per column (``transpose``: (diag(kill) − G)ᵀ x = b).
+
+    All arrays are laid out (ncol, ·): ``up``/``down`` (ncol, n−1) are the birth–death rates of
+    G, ``kill`` (ncol, n) ≥ 0 with at least one positive entry per column, ``b`` (ncol, n).
+    """
+    up, down, kill, b = (np.ascontiguousarray(a, dtype=np.float64)
+                         for a in (up, down, kill, b))
+    out = np.empty_like(b)
+    if HAVE_NUMBA:
+        _gth_solve_nb(up, down, kill, b, bool(transpose), out)
+    else:  # pragma: no cover - exercised only without numba
+        _gth_solve_py(up, down, kill, b, bool(transpose), out)
+    return out
+
+
+def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    """The two largest eigenvalues (λ₀ ≥ λ₁) of symmetric tridiagonal matrices, per row of
+    ``diag`` (ncol, n) and ``off`` (ncol, n−1), by bisection on Sturm counts from the
+    Gershgorin bracket, to ``rtol`` times the width of that bracket. Returns (ncol, 2)."""
+    diag = np.ascontiguousarray(diag, dtype=np.float64)
+    off = np.ascontiguousarray(off, dtype=np.float64)
+    radius = np.zeros_like(diag)
+    radius[:, 1:] += np.abs(off)
+    radius[:, :-1] += np.abs(off)
+    lo = (diag - radius).min(axis=1) - 1e-300
+    hi = (diag + radius).max(axis=1) + 1e-300
+    span = hi - lo
+    lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
+    out = np.empty((diag.shape[0], 2))
+    tol = rtol * (hi - lo)
+    if HAVE_NUMBA:
+        _top_two_nb(diag, off * off, lo, hi, tol, out)
+    else:  # pragma: no cover - exercised only without numba
+        _top_two_py(diag, off * off, lo, hi, tol, out)
+    return out

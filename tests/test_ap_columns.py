@@ -1,0 +1,172 @@
+"""Per-column propagators exp(τ(A + diag d)) and Φ(τ) of pde_popdyn.fast.columns."""
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+
+import pde_popdyn as pp
+from pde_popdyn.fast._column_kernels import gth_solve, top_two_eigenvalues
+from pde_popdyn.fast.columns import ColumnGenerator, ColumnPropagator, blas_single_thread
+from pde_popdyn.fast.fv import SGOperator
+
+N = 28
+
+
+def dense_A(op):
+    n, m = op.phi.shape
+    A = np.zeros((m, n, n))
+    i = np.arange(n)
+    A[:, i, i] = -op.out_rate.T
+    A[:, i[1:], i[:-1]] = op.up.T
+    A[:, i[:-1], i[1:]] = op.down.T
+    if op.periodic:
+        A[:, 0, -1] += op.up_wrap
+        A[:, -1, 0] += op.down_wrap
+    return A
+
+
+def case(eps, periodic=False):
+    if periodic:
+        grid = pp.Grid(theta=(-np.pi, np.pi, N), h=(-1, 1, 6), periodic=("theta",))
+        model = pp.Model(loss=lambda th, h: -np.cos(th - h), fitness=lambda th, h: np.cos(th - 0.3),
+                         temperature=0.3, eps=eps)
+    else:
+        grid = pp.Grid(theta=(-3, 3, N), h=(-1, 1, 6))
+        model = pp.Model(loss=lambda th, h: 0.5 * (th - h) ** 2,
+                         fitness=lambda th, h: -(th - 0.5) ** 2 - 0.3 * h, temperature=0.05,
+                         eps=eps)
+    op = SGOperator.from_model(model, grid)
+    return op, model.fitness_on(grid), grid
+
+
+def reference(op, d, tau, lam=None):
+    """exp(τ(A + diag d − max d)) and ∫_0^τ e^{−λs} e^{sA} ds by scipy, per column."""
+    A = dense_A(op)
+    E, Phi = [], []
+    for j, a in enumerate(A):
+        dj = np.zeros(a.shape[0]) if d is None else d[:, j]
+        E.append(sla.expm(tau * (a + np.diag(dj) - d.max() * np.eye(len(dj))))
+                 if d is not None else sla.expm(tau * a))
+        if lam is not None:
+            n = a.shape[0]
+            Z = np.zeros((2 * n, 2 * n))
+            Z[:n, :n] = tau * (a - lam * np.eye(n))
+            Z[:n, n:] = tau * np.eye(n)
+            Phi.append(sla.expm(Z)[:n, n:])
+    return np.array(E), (np.array(Phi) if lam is not None else None)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("eps", [1.0, 1e-2, 1e-4, 1e-7])
+@pytest.mark.parametrize("branch", ["auto", "uniformisation", "dense"])
+@pytest.mark.parametrize("kind", ["fast", "selection", "jump"])
+def test_every_branch_is_the_exponential(periodic, eps, branch, kind):
+    op, F, grid = case(eps, periodic)
+    d = 2.0 * F if kind == "selection" else None
+    lam = 1.3 if kind == "jump" else None
+    gen = ColumnGenerator(op, d)
+    if branch == "uniformisation" and gen.c.max() * 0.02 > 1e4:
+        pytest.skip("forced uniformisation of a stiff column: cτ terms per step")
+    prop = ColumnPropagator(gen, 0.01, lam=lam, branch=branch)
+    rng = np.random.default_rng(3)
+    far = rng.random(grid.shape)                                    # far from equilibrium
+    near = op.gibbs * (1 + 0.3 * np.sin(grid.theta)[:, None]) * rng.random(grid.n_h)
+    for k in (1, 2):
+        E, Phi = reference(op, d, 0.01 * k, lam)
+        for f in (far, near):
+            out = prop.apply(f, k)
+            ref = np.einsum("jil,lj->ij", E, f)
+            assert out.min() >= 0.0
+            # scipy's expm of a stiff matrix is itself accurate to ~1e-11 relative
+            assert np.abs(out - ref).max() <= 1e-9 * np.abs(ref).max()
+            if lam is not None:
+                out = prop.integral(f, k)
+                ref = np.einsum("jil,lj->ij", Phi, f)
+                assert out.min() >= 0.0
+                assert np.abs(out - ref).max() <= 1e-9 * np.abs(ref).max()
+    assert prop.clipped_mass <= 1e-15
+
+
+def test_branches_are_chosen_by_stiffness():
+    summaries = {}
+    for eps in (1.0, 1e-3, 1e-7):
+        op, F, _ = case(eps)
+        summaries[eps] = ColumnPropagator(ColumnGenerator(op, 2.0 * F), 0.01).summary
+    assert summaries[1.0]["projection"] == 0
+    assert summaries[1e-3]["dense"] + summaries[1e-3]["uniformisation"] > 0
+    assert summaries[1e-7]["projection"] == 6 and summaries[1e-7]["dense"] == 0
+
+
+def test_stiff_columns_relax_inputs_far_from_equilibrium_first():
+    """ε where τ·gap passes 40 but not the input-free bound: a density far in the tail of π
+    is first advanced by a short exact step and then projected (or sent to an exact dense
+    propagator), a density near ρπ is projected at once; all of it exact."""
+    op, F, grid = case(1.5e-4)
+    prop = ColumnPropagator(ColumnGenerator(op), 0.01)
+    assert prop.summary["projection_tested"] > 0
+    near = op.gibbs * np.linspace(1, 2, grid.n_h)
+    prop.apply(near, 1)
+    assert prop.relaxed_inputs == 0 and prop.fallback_builds == 0
+    tail = np.zeros(grid.shape)
+    tail[0] = 1.0                                   # all mass in the lowest θ-cell
+    E, _ = reference(op, None, 0.01)
+    out = prop.apply(tail, 1)
+    assert prop.relaxed_inputs > 0
+    ref = np.einsum("jil,lj->ij", E, tail)
+    assert np.abs(out - ref).max() <= 1e-9 * ref.max()
+    # the integral Φ of a jump rule, and the short exact steps E(δ), Φ(δ) themselves
+    jump = ColumnPropagator(ColumnGenerator(op), 0.01, lam=1.3)
+    _, Phi = reference(op, None, 0.02, lam=1.3)
+    out = jump.integral(tail, 2)
+    ref = np.einsum("jil,lj->ij", Phi, tail)
+    assert np.abs(out - ref).max() <= 1e-9 * ref.max()
+    loc = np.arange(grid.n_h)
+    E, Phi = reference(op, None, 3e-5, lam=1.3)
+    Eg, Pg = jump._relax(loc, tail, 3e-5, phi=True)
+    for got, M in ((Eg, E), (Pg, Phi)):
+        ref = np.einsum("jil,lj->ij", M, tail)
+        assert np.abs(got - ref).max() <= 1e-12 * ref.max()
+
+
+def test_perron_vectors_have_relative_accuracy_in_the_tails():
+    """GTH elimination: inverse iteration gives r₀, l₀ entry by entry (checked against the
+    residual of the eigen-equation divided entrywise, which a symmetrised eigensolver
+    cannot meet in the tails), and λ₀ = ⟨d⟩_{r₀} exactly as ε → 0 tends to κ F̄."""
+    op, F, grid = case(1e-6)
+    gen = ColumnGenerator(op, 2.0 * F)
+    r, l, rate, ok = gen.perron(np.arange(grid.n_h))
+    assert ok.all() and r.min() > 0 and l.min() > 0
+    A = dense_A(op)
+    for j in range(grid.n_h):
+        G = A[j] + np.diag(gen.dp[:, j])
+        res = (G @ r[:, j] - rate[j] * r[:, j])
+        # the residual's entries are sums of terms of size (rates × r); compare with those
+        scale = np.abs(A[j]) @ r[:, j] + np.abs(gen.dp[:, j] * r[:, j])
+        assert np.abs(res / scale).max() < 1e-12
+    fbar = (op.gibbs * 2.0 * F).sum(axis=0)
+    np.testing.assert_allclose(rate + gen.dmax, fbar, rtol=1e-4)
+
+
+def test_kernels_against_numpy():
+    rng = np.random.default_rng(0)
+    up, down = rng.random((3, 9)) + 0.1, rng.random((3, 9)) + 0.1
+    kill = rng.random((3, 10))
+    b = rng.random((3, 10))
+    for transpose in (False, True):
+        x = gth_solve(up, down, kill, b, transpose)
+        for j in range(3):
+            M = np.diag(kill[j] + np.r_[up[j], 0] + np.r_[0, down[j]])
+            M -= np.diag(up[j], -1) + np.diag(down[j], 1)
+            np.testing.assert_allclose((M.T if transpose else M) @ x[j], b[j], rtol=1e-13)
+    diag, off = -rng.random((4, 12)) * 100, rng.random((4, 11)) * 30
+    top = top_two_eigenvalues(diag, off)
+    for j in range(4):
+        ev = np.linalg.eigvalsh(np.diag(diag[j]) + np.diag(off[j], 1) + np.diag(off[j], -1))
+        np.testing.assert_allclose(top[j], ev[::-1][:2], rtol=0, atol=1e-9 * 130)
+
+
+def test_dense_kernels_run_single_threaded():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl limits BLAS")
+    with blas_single_thread():
+        blas = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
