@@ -182,7 +182,8 @@ def test_theta_in_several_dimensions():
     d, n = 3, 100_000
     model = pp.Model(lambda th, h: 0.5 * 2.0 * ((th - np.array([0.1, -0.2, 0.3])) ** 2).sum(1),
                      temperature=0.2, eps=1e-3, quadratic=(2.0, np.array([0.1, -0.2, 0.3])))
-    ens = simulate_particles(model, n, (np.zeros((n, d)), np.zeros(n)), 0.1, 0.05, seed=9)
+    ens = simulate_particles(model, n, (np.zeros((n, d)), np.zeros(n)), 0.1, 0.05, seed=9,
+                             save_every=1)
     assert ens.theta.shape == (3, n, d) and ens.d == 3
     np.testing.assert_allclose(ens.mean_theta[-1], [0.1, -0.2, 0.3], atol=4 * np.sqrt(0.1 / n))
     np.testing.assert_allclose(ens.var_theta[-1], 0.1, rtol=4 * np.sqrt(2 / n))
@@ -326,8 +327,11 @@ def test_effective_and_estimated_modes_follow_the_effective_fitness():
                                  save_every=50)
         out[mode] = ens
         se = ens.standard_errors()
-        # effective: F̄ depends on h only, so the scheme is the exact reduced one + Strang
-        assert abs(ens.mean_h[-1] - m_red[0]) < 8 * se["mean_h"][-1] + 2e-3, mode
+        # effective: F̄ depends on h only, so the scheme is the exact reduced one + Strang;
+        # estimated: the kernel regression's smoothing adds a bias of 5-9·10⁻³ to E h here
+        # (seeds 17-19, both engines), hence its wider tolerance
+        bias = 2e-3 if mode == "effective" else 1.2e-2
+        assert abs(ens.mean_h[-1] - m_red[0]) < 8 * se["mean_h"][-1] + bias, mode
         assert abs(ens.var_h[-1] - v_red[0]) < 8 * se["var_h"][-1] + 2e-3, mode
     assert out["estimated"].info["last_bandwidth"] > 0
 
@@ -509,7 +513,7 @@ def test_from_snapshots_resumes_the_stream():
 
 def test_effective_fitness_from_the_gibbs_module():
     """Without a callable, fitness_mode='effective' takes F̄ by quadrature on the grid."""
-    from pde_popdyn.particles.simulate import _resolve_effective
+    from pde_popdyn.particles.options import _resolve_effective
 
     grid = pp.Grid(theta=(-4, 4, 64), h=(-2, 2, 32))
     model = quadratic_model(GP)

@@ -38,6 +38,10 @@ class Ensemble:
     stored_density: np.ndarray | None = field(default=None, repr=False)
     #: why the run ended: 't_final', 'tracker', 'guard' or 'interrupted'
     stop_reason: str = "t_final"
+    #: moments (and histogram densities on the grid) recorded every ``summary_every`` steps:
+    #: ``{"t": times, "mean_theta": …, "var_theta": …, "mean_h": …, "var_h": …,
+    #: "cov_theta_h": …, "mean_fitness": …, "density": (n, n_θ, n_h)}``; empty if not asked
+    summaries: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     #: per-agent values over time by name, shape (n_saved, N) each (e.g. "fitness", "parent"),
     #: and the generator's state after each snapshot, as stored in a snapshot file
     agent_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -47,6 +51,8 @@ class Ensemble:
     @property
     def n(self) -> int:
         """Number of agents N."""
+        if self.h.shape[1] == 0 and self.info.get("n_agents"):
+            return int(self.info["n_agents"])          # positions not gathered (sharded run)
         return int(self.h.shape[1])
 
     @property
@@ -170,7 +176,8 @@ class Ensemble:
 
     # -- continuation --------------------------------------------------------------------
     def continue_to(self, t_final: float, *, save_every: int | None = None,
-                    progress: bool | None = None, join: bool = True) -> "Ensemble":
+                    summary_every: int | None = None, progress: bool | None = None,
+                    join: bool = True) -> "Ensemble":
         """Continue the run from its final state to ``t_final`` with the stored settings and
         the stored bit-generator state, so that the result is bit for bit what an
         uninterrupted run (with a save at the current final time) would have produced.
@@ -193,17 +200,27 @@ class Ensemble:
         opts = {k: v for k, v in self._options.items() if k != "runner"}
         opts["save_every"] = save_every if save_every is not None else \
             self.info.get("save_every")
+        opts["summary_every"] = summary_every if summary_every is not None else \
+            self.info.get("summary_every")
         opts["progress"] = progress
         cont = runner(self.model, self.n, self, t_final, float(self.info["dt"]), **opts)
         if not join:
             return cont
+        summaries = cont.summaries
+        if self.summaries and cont.summaries:
+            summaries = {k: np.concatenate([self.summaries[k], cont.summaries[k][1:]])
+                         for k in cont.summaries if k in self.summaries}
+        rng_states = None                  # one per saved row, when both parts have them
+        if self.stored_rng_states and cont.stored_rng_states:
+            rng_states = list(self.stored_rng_states) + list(cont.stored_rng_states[1:])
         return Ensemble(t=np.concatenate([self.t, cont.t[1:]]),
                         theta=np.concatenate([self.theta, cont.theta[1:]]),
                         h=np.concatenate([self.h, cont.h[1:]]),
                         model=self.model, grid=self.grid,
                         info={**cont.info, "segments": self.info.get("segments", 1) + 1},
                         state=cont.state, _options=cont._options,
-                        stop_reason=cont.stop_reason)
+                        stop_reason=cont.stop_reason, summaries=summaries,
+                        stored_rng_states=rng_states)
 
     def __repr__(self) -> str:
         return (f"Ensemble(N={self.n}, d={self.d}, n_saved={len(self.t)}, "

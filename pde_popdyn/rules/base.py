@@ -191,6 +191,36 @@ class SelectionRule(Rule):
         """The generation map on a population (rules with an ``interval``)."""
         return P
 
+    # -- the sharded particle face --------------------------------------------------------
+    # A sharded run (simulate_particles(..., shards=S)) keeps the agents on the workers. The
+    # client-side methods below get a ShardContext ``ctx`` (pde_popdyn.particles.shardctx):
+    # ``ctx.gather(name, *args, per=...)`` runs this rule's shard-side method
+    # ``name(shard, *args)`` on every shard and returns the results (``ctx.apply`` queues it
+    # for the next round trip), and ``ctx.systematic_plan``, ``ctx.order_statistics`` and
+    # ``ctx.exchange`` combine what the shards report (normalisers, quantiles, donor pools).
+    # A shard-side method sees ``shard.sim`` (the shard's Simulator: selection_fitness,
+    # assign, explore, rng, n), ``shard.P`` (which it may replace), ``shard.rng`` and
+    # ``shard.scratch`` (a dict kept between the calls of one step).
+    def check_sharded(self, options: dict) -> None:
+        """Raise if this rule cannot run on a sharded population with these options."""
+        raise NotImplementedError(f"{type(self).__name__} has no sharded particle face; run "
+                                  f"it without shards")
+
+    def sharded_step(self, ctx, tau: float) -> None:
+        """Selection over τ on a sharded population (continuous rules; client side)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sharded particle face")
+
+    def sharded_flush(self, ctx) -> None:
+        """Apply any selection still pending (e.g. accumulated weights) before a save."""
+
+    def sharded_generation(self, ctx) -> None:
+        """The generation map on a sharded population (rules with an ``interval``). A
+        ranking rule finds its global quantiles with ``ctx.order_statistics`` over the
+        fitness each shard stored in its scratch, and moves its donors with
+        ``ctx.exchange`` (as :class:`~pde_popdyn.rules.jump.Truncation`'s sharded face
+        does)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sharded particle face")
+
     # -- the Price identity --------------------------------------------------------------
     def price_rate(self, f: np.ndarray, fitness: np.ndarray, setting: Setting) -> np.ndarray:
         """This rule's contribution to d/dt E[h] at the state f (masses), per h-axis."""
@@ -215,6 +245,12 @@ class MutationRule(Rule):
 
     def kernel(self, setting: Setting) -> Callable[[np.ndarray], np.ndarray] | None:
         """The explore kernel K on the h-grid (mutation at copies)."""
+        return None
+
+    @property
+    def particle_brownian(self) -> float | None:
+        """D if this continuous mutation moves each agent's h by √(2Dτ)ξ over τ (then the
+        boundary rule), so that a compiled step may draw that move itself; None otherwise."""
         return None
 
     def particle_mutate(self, h: np.ndarray, tau: float, rng: np.random.Generator,

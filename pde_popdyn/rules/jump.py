@@ -53,6 +53,48 @@ class _JumpRule(SelectionRule):
     def particle_map(self, sim, target, donors, jumpers, F):
         raise NotImplementedError
 
+    # -- sharded particles: the same midpoint rule, with the donors drawn across shards ---------
+    def check_sharded(self, options: dict) -> None:
+        pass
+
+    def sharded_step(self, ctx, tau: float) -> None:
+        if not self.active:
+            return
+        ctx.apply("shard_jump_begin")
+        if ctx.options["jump_order"] == 2:
+            self._sharded_jump(ctx, "target", "target", -np.expm1(-0.5 * self.rate * tau),
+                               "half")
+            self._sharded_jump(ctx, "target", "half", -np.expm1(-self.rate * tau), "P")
+        else:
+            self._sharded_jump(ctx, "target", "target", -np.expm1(-self.rate * tau), "P")
+
+    def _sharded_jump(self, ctx, target: str, donors: str, prob: float, out: str) -> None:
+        """One jump over the shards: each agent of ``target`` jumps with probability
+        ``prob`` and takes its state from the selection map applied to ``donors``."""
+        stats = ctx.gather("shard_jump_prepare", target, donors, float(prob))
+        self.sharded_map(ctx, stats, target, donors, out)
+
+    def sharded_map(self, ctx, stats: list, target: str, donors: str, out: str) -> None:
+        raise NotImplementedError
+
+    def shard_jump_begin(self, shard) -> None:
+        shard.scratch["target"] = shard.P.copy()
+
+    def shard_jump_prepare(self, shard, target: str, donors: str, prob: float):
+        T = shard.scratch[target]
+        shard.scratch["jumpers"] = np.flatnonzero(shard.rng.random(T.h.shape[0]) < prob)
+        shard.scratch["F"] = shard.sim.selection_fitness(shard.scratch[donors])
+        return self.shard_summary(shard)
+
+    def shard_summary(self, shard):
+        return len(shard.scratch["jumpers"])
+
+    def _store(self, shard, out: str, pop) -> None:
+        if out == "P":
+            shard.P = pop
+        else:
+            shard.scratch[out] = pop
+
     def price_rate(self, f, fitness, setting: Setting) -> np.ndarray:
         """λ (E_{M[f]}[h] − E_f[h])."""
         if not self.active:
@@ -105,6 +147,38 @@ class BoltzmannJump(_JumpRule):
         w = np.exp(self.pressure * (F - F.max()))
         src = weighted_choice(w, jumpers.size, sim.rng)
         return sim.assign(target, donors, jumpers, src, copy=self.copy, explore=True)
+
+    # sharded: donors are allocated to the shards by a multinomial draw on their weights
+    # Σ e^{αF}, drawn there ∝ e^{αF}, shuffled by the client and dealt to the jumpers
+    def shard_summary(self, shard):
+        F = shard.scratch["F"]
+        top = float(F.max()) if F.size else -np.inf
+        W = float(np.exp(self.pressure * (F - top)).sum()) if F.size else 0.0
+        return len(shard.scratch["jumpers"]), top, W
+
+    def sharded_map(self, ctx, stats, target, donors, out) -> None:
+        jumps = [s[0] for s in stats]
+        tops = np.array([s[1] for s in stats])
+        ref = tops[np.isfinite(tops)].max()
+        a = np.array([s[2] * np.exp(self.pressure * (s[1] - ref)) if np.isfinite(s[1]) else 0.0
+                      for s in stats])
+        counts = ctx.rng.multinomial(sum(jumps), a / a.sum())
+        ctx.exchange("shard_give", list(counts), "shard_take", jumps, give_args=(donors,),
+                     receive_args=(target, out))
+
+    def shard_give(self, shard, donors: str, count: int):
+        F = shard.scratch["F"]
+        w = np.exp(self.pressure * (F - F.max())) if F.size else F
+        src = weighted_choice(w, count, shard.rng) if count else np.zeros(0, np.int64)
+        return shard.take(src, donors)
+
+    def shard_take(self, shard, target: str, out: str, theta, h) -> None:
+        jumpers = shard.scratch["jumpers"]
+        res = shard.scratch[target]
+        if jumpers.size:
+            res = shard.sim.assign(res, shard.population(theta, h), jumpers,
+                                   np.arange(jumpers.size), copy=self.copy, explore=True)
+        self._store(shard, out, res)
 
 
 @dataclass(frozen=True)
@@ -162,6 +236,55 @@ class Truncation(_JumpRule):
         if jn.size and donors is not target:
             out = sim.assign(out, donors, jn, jn, copy="both", explore=False, memory="inherit")
         return out
+
+    # sharded: the bottom and top ⌊qN⌋ of the whole population by exact order statistics of
+    # F over the shards (ties broken by shard, then index); each bottom jumper's donor is
+    # drawn uniformly from the global top set (its shard by a multinomial draw on the shards'
+    # shares of the top set)
+    def check_sharded(self, options: dict) -> None:
+        pass
+
+    def sharded_map(self, ctx, stats, target, donors, out) -> None:
+        n = ctx.n
+        k = int(np.floor(self.fraction * n))
+        (vb, tb), (vt, tt) = ctx.order_statistics("F", [k, n - k])
+        marks = ctx.gather("shard_mark", vb, vt, per=[(tb[s], tt[s])
+                                                      for s in range(ctx.shards)])
+        takes = [m[0] for m in marks]
+        tops = np.array([m[1] for m in marks], dtype=float)
+        counts = ctx.rng.multinomial(sum(takes), tops / tops.sum())
+        ctx.exchange("shard_give", list(counts), "shard_take", takes, give_args=(donors,),
+                     receive_args=(target, donors, out))
+
+    def shard_mark(self, shard, vb: float, vt: float, tb: int, tt: int):
+        """Shard side: which agents are in the global bottom set (the k smallest F) and in
+        the top set (not among the N − k smallest); returns (bottom jumpers, top agents)."""
+        F = shard.scratch["F"]
+        bottom = F < vb
+        bottom[np.flatnonzero(F == vb)[:tb]] = True
+        low = F < vt
+        low[np.flatnonzero(F == vt)[:tt]] = True
+        shard.scratch["top"] = np.flatnonzero(~low)
+        jumpers = shard.scratch["jumpers"]
+        shard.scratch["jb"] = jumpers[bottom[jumpers]]
+        shard.scratch["jn"] = jumpers[~bottom[jumpers]]
+        return len(shard.scratch["jb"]), len(shard.scratch["top"])
+
+    def shard_give(self, shard, donors: str, count: int):
+        top = shard.scratch["top"]
+        return shard.take(top[shard.rng.integers(0, top.size, count)] if count else
+                          np.zeros(0, np.int64), donors)
+
+    def shard_take(self, shard, target: str, donors: str, out: str, theta, h) -> None:
+        jb, jn = shard.scratch["jb"], shard.scratch["jn"]
+        res = shard.scratch[target]
+        if jb.size:
+            res = shard.sim.assign(res, shard.population(theta, h), jb, np.arange(jb.size),
+                                   copy=self.copy, explore=True)
+        if jn.size and donors != target:
+            res = shard.sim.assign(res, shard.scratch[donors], jn, jn, copy="both",
+                                   explore=False, memory="inherit")
+        self._store(shard, out, res)
 
 
 __all__ = ["BoltzmannJump", "Truncation"]

@@ -58,6 +58,10 @@ class Diffusion(MutationRule):
         return HDiffusion(self.coefficient, setting.grid, spectral=setting.spectral,
                           ledger=setting.ledger)
 
+    @property
+    def particle_brownian(self) -> float:
+        return self.coefficient
+
     def particle_mutate(self, h, tau, rng, box, boundary):
         if self.coefficient == 0:
             return h

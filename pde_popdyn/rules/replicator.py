@@ -74,15 +74,13 @@ class Replicator(SelectionRule):
     def _resample(self, sim, P, tau: float):
         """Weights e^{κτ(F − max F)}, then resampling (or, with ``ess_threshold < 1``, the
         log-weights accumulate until the effective sample size drops below the threshold)."""
-        F = sim.selection_fitness(P)
         kt = self.rate * tau
         thr = sim.o["ess_threshold"]
-        if thr >= 1.0 and sim.logw is None:
-            w = np.subtract(F, F.max())
-            w *= kt
-            np.exp(w, out=w)
+        if thr >= 1.0 and sim.logw is None:     # resample_exp checks the fitness itself
+            F = sim.selection_fitness(P, check=False)
             sim.stats["resamples"] += 1
-            return sim.resample(P, w)
+            return sim.resample_exp(P, F, kt)
+        F = sim.selection_fitness(P)
         lw = np.multiply(F, kt)
         sim.logw = lw if sim.logw is None else sim.logw + lw
         if thr < 1.0:
@@ -115,6 +113,57 @@ class Replicator(SelectionRule):
                 else:
                     F[hit] = sim.selection_fitness(P)[hit]
         return P
+
+    # -- sharded particles ---------------------------------------------------------------
+    def check_sharded(self, options: dict) -> None:
+        if self.active and options["replicator"] != "resample":
+            raise NotImplementedError("replicator='pairwise' pairs agents across the whole "
+                                      "population and has no sharded form; use "
+                                      "replicator='resample' with shards")
+
+    def sharded_step(self, ctx, tau: float) -> None:
+        """The shards' normalisers Σ e^{κτF} are combined and the N offspring allocated to
+        the shards as one systematic resampling of the whole population; with
+        ``ess_threshold < 1`` the log-weights accumulate on the shards until the global
+        effective sample size drops below the threshold."""
+        if not self.active:
+            return
+        parts = ctx.gather("shard_weights", self.rate * tau)
+        if ctx.options["ess_threshold"] < 1.0:
+            top = max(p[0] for p in parts)
+            s1 = sum(p[1] * np.exp(p[0] - top) for p in parts)
+            s2 = sum(p[2] * np.exp(2 * (p[0] - top)) for p in parts)
+            if s1 * s1 >= ctx.options["ess_threshold"] * ctx.n * s2:
+                return
+        ctx.apply("shard_resample", per=ctx.systematic_plan([p[:2] for p in parts]))
+
+    def sharded_flush(self, ctx) -> None:
+        if self.active and ctx.options["ess_threshold"] < 1.0:
+            parts = ctx.gather("shard_weights", 0.0)
+            ctx.apply("shard_resample", per=ctx.systematic_plan([p[:2] for p in parts]))
+
+    def shard_weights(self, shard, kt: float) -> tuple:
+        """Shard side: log-weights ℓ = κτF (added to any pending ones); returns (max ℓ,
+        Σ e^{ℓ − max ℓ}, Σ e^{2(ℓ − max ℓ)}) (the last only for adaptive resampling)."""
+        sim = shard.sim
+        F = sim.selection_fitness(shard.P, check=False)
+        pending = shard.scratch.get("logw")
+        if pending is None and sim.o["ess_threshold"] >= 1.0:
+            top, total, shard.scratch["w"] = shard.exp_weights(F, kt)
+            return top, total, 0.0
+        lw = np.multiply(F, kt)
+        if pending is not None:
+            lw += pending
+        shard.scratch["logw"] = lw
+        top, total, w = shard.exp_weights(lw, 1.0)
+        shard.scratch["w"] = w
+        return top, total, float(np.dot(w, w))
+
+    def shard_resample(self, shard, offset: float, scale: float, k_lo: int, k_hi: int):
+        """Shard side: systematic resampling with this shard's share of the points."""
+        w = shard.scratch.pop("w")
+        shard.scratch.pop("logw", None)
+        shard.resample_weights(w, offset, scale, k_lo, k_hi)
 
     # -- Price -------------------------------------------------------------------------
     def price_rate(self, f, fitness, setting: Setting) -> np.ndarray:

@@ -1,0 +1,216 @@
+"""Sharded particle runs: the global operations the rules' sharded faces use, reproducibility
+across backends, agreement with unsharded runs, rebalancing, checkpoints and errors."""
+
+import numpy as np
+import pytest
+
+import pde_popdyn as pp
+from pde_popdyn.particles import kernels as K
+from pde_popdyn.particles import simulate_particles
+from pde_popdyn.particles.backends import InlineBackend
+from pde_popdyn.particles.shardctx import ShardContext
+from pde_popdyn.presets import GaussianProblem
+
+GP = GaussianProblem()
+
+
+def gaussian_init(n, rng):
+    z = rng.multivariate_normal(GP.mean0, GP.cov0, n)
+    return z[:, 0].copy(), z[:, 1].copy()
+
+
+def _ctx(arrays: list, rng=None) -> ShardContext:
+    """A context over inline shards whose scratch holds the given arrays under "v"."""
+    specs = [{"rank": s, "model": GP.model(), "target": a.size, "seed_seq": s,
+              "theta": np.zeros(a.size), "h": np.zeros(a.size),
+              "opts": _opts()} for s, a in enumerate(arrays)]
+    be = InlineBackend(specs)
+    for sh, a in zip(be.shards, arrays):
+        sh.scratch["v"] = a
+    return ShardContext(be, sum(a.size for a in arrays), [a.size for a in arrays],
+                        rng or np.random.default_rng(0), {})
+
+
+def _opts() -> dict:
+    from pde_popdyn.particles.setup import prepare
+    setup = prepare(GP.model(), 4, (np.zeros(4), np.zeros(4)), 0.1, 0.05, seed=0,
+                    save_every=None, summary_every=None, fitness_mode="instantaneous",
+                    window=None, window_kind="exponential", effective_fitness=None,
+                    bandwidth=None, grid=None, replicator="resample", resampling="systematic",
+                    ess_threshold=1.0, jump_order=2, boundary=None, h_box=None, fast="auto",
+                    substeps=1, gradient=None, noise=True, splitting="strang", check=False,
+                    output=None, resume=None, engine="auto")
+    return setup.opts
+
+
+# --------------------------------------------------------------------------------------------
+# global operations
+# --------------------------------------------------------------------------------------------
+def test_order_statistics_are_exact_with_ties():
+    rng = np.random.default_rng(4)
+    vals = np.concatenate([rng.normal(size=30_000), np.full(5000, 0.25),
+                           rng.integers(0, 3, 8000).astype(float)])
+    rng.shuffle(vals)
+    arrays = np.array_split(vals, [7000, 7001, 25000])
+    ctx = _ctx(arrays)
+    ranks = [1, 100, 20_000, 20_000, 33_333, vals.size]
+    order = np.argsort(vals, kind="stable")          # ties by shard, then index
+    for r, (v, ties) in zip(ranks, ctx.order_statistics("v", ranks)):
+        chosen = np.zeros(vals.size, bool)
+        chosen[order[:r]] = True
+        assert v == vals[order[r - 1]]
+        assert sum(ties) == r - np.count_nonzero(vals < v)
+        start = 0
+        for a, t in zip(arrays, ties):                # the first t ties of each shard
+            eq = np.flatnonzero(a == v)
+            assert np.all(chosen[start + eq[:t]]) and not np.any(chosen[start + eq[t:]])
+            start += a.size
+
+
+def test_systematic_plan_is_one_resampling_of_the_whole_population():
+    """Each shard's counts from its share of the points equal the counts of one systematic
+    resampling of the concatenated weights with the same uniform offset (up to the rounding
+    of the running sums, which may move a point across one boundary)."""
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(size=m) for m in (3000, 1, 4999, 2000)]
+    kt = 0.7
+    ctx = _ctx([np.zeros(p.size) for p in parts], rng=np.random.default_rng(9))
+    stats, ws = [], []
+    for F in parts:
+        w = np.exp(kt * (F - F.max()))
+        stats.append((kt * F.max(), w.sum()))
+        ws.append(w)
+    plan = ctx.systematic_plan(stats)
+    counts = []
+    for w, (off, sc, lo, hi) in zip(ws, plan):
+        c = w.copy()
+        K.systematic_counts_into(c, c.size, off, sc, lo, hi)
+        counts.append(c)
+    counts = np.concatenate(counts)
+    u = np.random.default_rng(9).random()
+    allw = np.exp(kt * np.concatenate(parts))
+    ref = allw.copy()
+    K.systematic_counts_into(ref, ref.size, u, allw.size / allw.sum(), 0, allw.size)
+    assert counts.sum() == allw.size and np.all(counts >= 0)
+    assert np.abs(counts - ref).sum() <= 2 * len(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+def test_sharded_runs_reproduce_and_agree_with_unsharded():
+    model = GP.model()
+    n = 20_000
+    kw = dict(seed=3, h_box=GP.h_box, client="inline")
+    a = simulate_particles(model, n, gaussian_init, 1.0, 0.05, shards=2, **kw)
+    b = simulate_particles(model, n, gaussian_init, 1.0, 0.05, shards=2, **kw)
+    c = simulate_particles(model, n, gaussian_init, 1.0, 0.05, shards=3, **kw)
+    assert np.array_equal(a.theta, b.theta) and np.array_equal(a.h, b.h)
+    assert not np.array_equal(a.h, c.h)
+    assert a.info["shard_sizes"] == [10_000, 10_000] and a.info["round_trips"] < 40
+    ref = simulate_particles(model, n, gaussian_init, 1.0, 0.05, seed=3, h_box=GP.h_box)
+    for ens in (a, c):
+        se = np.hypot(ens.standard_errors()["mean_h"][-1], ref.standard_errors()["mean_h"][-1])
+        assert abs(ens.mean_h[-1] - ref.mean_h[-1]) < 5 * se
+        assert abs(ens.mean_theta[-1] - ref.mean_theta[-1]) < 5 * se * 2
+
+
+@pytest.mark.parametrize("rule", [pp.BoltzmannJump(1.0, 2.0), pp.Truncation(1.0, 0.2),
+                                  pp.Truncation(2.0, 0.5, copy="h")])
+def test_sharded_jump_rules_agree_with_unsharded(rule):
+    base = GP.model()
+    model = pp.Model(base.loss, base.fitness, temperature=GP.T, eps=GP.eps, selection=rule,
+                     mutation=pp.GaussianJump(0.05), quadratic=(GP.K, lambda h: GP.a * h))
+    n = 20_000
+    runs = [simulate_particles(model, n, gaussian_init, 0.3, 0.05, seed=s, h_box=GP.h_box,
+                               **kw) for s, kw in ((7, {}), (8, dict(shards=3, client="inline")))]
+    se = np.hypot(*(r.standard_errors()["mean_h"][-1] for r in runs))
+    # copies correlate the agents, so the independent-agent error is doubled
+    assert abs(runs[0].mean_h[-1] - runs[1].mean_h[-1]) < 10 * se
+    assert abs(runs[0].mean_theta[-1] - runs[1].mean_theta[-1]) < 10 * se * 3
+
+
+def test_rebalancing_keeps_shards_near_their_share():
+    """Strong selection moves offspring between shards; the client rebalances when a shard is
+    more than 2 % off, and exactly at saved times."""
+    base = GP.model()
+    model = pp.Model(base.loss, base.fitness, temperature=GP.T, eps=GP.eps,
+                     selection=pp.Replicator(40.0), mutation=pp.Diffusion(0.01),
+                     quadratic=(GP.K, lambda h: GP.a * h))
+    ens = simulate_particles(model, 9000, gaussian_init, 0.5, 0.05, seed=1, shards=3,
+                             client="inline", h_box=GP.h_box, summary_every=1)
+    assert ens.info["shard_sizes"] == [3000, 3000, 3000]
+    assert ens.info["agents_rebalanced"] > 0
+    assert np.all(np.isfinite(ens.summaries["mean_h"]))
+
+
+def test_checkpoint_and_resume_bit_for_bit(tmp_path):
+    model = GP.model()
+    kw = dict(seed=3, shards=2, client="inline", h_box=GP.h_box, checkpoint_every=10)
+    full = simulate_particles(model, 6000, gaussian_init, 1.0, 0.05, checkpoint=tmp_path / "a",
+                              **kw)
+    half = simulate_particles(model, 6000, gaussian_init, 0.5, 0.05, checkpoint=tmp_path / "b",
+                              **kw)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "manifest.json", "shard-0000.h5", "shard-0001.h5"]
+    stored = pp.load(tmp_path / "b" / "shard-0001.h5")     # each file is a particle file
+    assert stored.n == half.info["shard_sizes"][1] and float(stored.t[-1]) == 0.5
+    rest = simulate_particles(model, None, None, 1.0, None, resume=tmp_path / "b",
+                              client="inline")
+    assert rest.info["resumed_at"] == 0.5
+    assert np.array_equal(rest.theta[-1], full.theta[-1]) and np.array_equal(rest.h[-1],
+                                                                              full.h[-1])
+
+
+@pytest.mark.slow
+def test_resume_a_sharded_checkpoint_in_local_processes(tmp_path):
+    """pp.resume continues a checkpoint directory with one local process per shard (the
+    preset model is rebuilt from the manifest), bit for bit."""
+    model = GP.model()
+    kw = dict(seed=3, shards=2, h_box=GP.h_box, checkpoint_every=10)
+    full = simulate_particles(model, 6000, gaussian_init, 1.0, 0.05, client="inline",
+                              checkpoint=tmp_path / "full", **kw)
+    simulate_particles(model, 6000, gaussian_init, 0.5, 0.05, checkpoint=tmp_path / "b", **kw)
+    again = pp.resume(tmp_path / "b", 1.0)
+    assert again.info["backend"] == "processes"
+    assert np.array_equal(again.h[-1], full.h[-1])
+
+
+def test_sharded_bad_input_raises_clear_errors(tmp_path):
+    model = GP.model()
+    init = (np.zeros(10), np.zeros(10))
+    with pytest.raises(ValueError, match="shards must be a positive integer"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=0, client="inline")
+    with pytest.raises(ValueError, match="more than the 10 agents"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=11, client="inline")
+    with pytest.raises(ValueError, match="client='bogus' is not known"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=2, client="bogus")
+    with pytest.raises(ValueError, match="trackers are not available in sharded runs"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=2, client="inline",
+                           trackers=[lambda t, s: False])
+    with pytest.raises(NotImplementedError, match="pairwise"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=2, client="inline",
+                           replicator="pairwise")
+    with pytest.raises(ValueError, match="fitness_mode='window'"):
+        simulate_particles(model, 10, init, 0.1, 0.05, shards=2, client="inline",
+                           fitness_mode="window", window=0.1)
+    with pytest.raises(FileNotFoundError, match="not a sharded checkpoint"):
+        simulate_particles(model, None, None, 0.1, None, resume=tmp_path, client="inline")
+
+
+@pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_sharded_on_a_dask_cluster_matches_inline(processes):
+    """Two dask workers (one thread each) run the same shards as the inline backend, bit for
+    bit. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
+    runs the workers as threads; ``-m slow`` runs them as processes.)"""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    model = GP.model()
+    kw = dict(seed=11, shards=2, h_box=GP.h_box, summary_every=5)
+    inline = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client="inline", **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        ens = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
+    assert ens.info["backend"] == "dask"
+    assert np.array_equal(ens.theta, inline.theta) and np.array_equal(ens.h, inline.h)
+    np.testing.assert_array_equal(ens.summaries["mean_h"], inline.summaries["mean_h"])
