@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..fast.blas import one_blas_thread
 from .dqn import BatchedDQN, DQNConfig
 from .pbt import PBT, FitnessWindow, Hyperparameter, HyperSpace, truncation
 
@@ -194,7 +195,16 @@ def run(config: CartPolePBTConfig | None = None, *, h0: np.ndarray | None = None
         (low, high, cells) of the log10-learning-rate grid of the histograms.
     progress:
         Called as ``progress(g, summary)`` after each generation.
+
+    The run uses one BLAS thread: its products are many small per-agent matrices, where extra
+    BLAS threads gain nothing, and two runs side by side on a 2-core machine (as the
+    benchmark runs them) were 11× slower with OpenBLAS's spinning threads than with one each.
     """
+    with one_blas_thread():
+        return _run(config, h0, output, overwrite, keep_theta, lr_bins, progress)
+
+
+def _run(config, h0, output, overwrite, keep_theta, lr_bins, progress) -> CartPolePBTResult:
     cfg = config or CartPolePBTConfig()
     t_start = time.perf_counter()
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)
