@@ -214,3 +214,51 @@ def test_sharded_on_a_dask_cluster_matches_inline(processes):
     assert ens.info["backend"] == "dask"
     assert np.array_equal(ens.theta, inline.theta) and np.array_equal(ens.h, inline.h)
     np.testing.assert_array_equal(ens.summaries["mean_h"], inline.summaries["mean_h"])
+
+
+# --------------------------------------------------------------------------------------------
+# PBT's generation map over shards
+# --------------------------------------------------------------------------------------------
+def test_sharded_pbt_generation_replaces_exactly_the_global_bottom():
+    """One generation on three uneven shards, fitness F = h, no explore: the ⌈qN⌉ lowest h
+    of the whole population (and only they) become copies of agents among the ⌈qN⌉ highest."""
+    rule = pp.PBT(0.5, fraction=0.2)
+    model = pp.Model(lambda th, h: 0.5 * (th - h) ** 2, lambda th, h: h + 0.0 * th,
+                     temperature=0.1, eps=0.1, selection=rule, quadratic=(1.0, lambda h: h))
+    rng = np.random.default_rng(5)
+    sizes = [70, 13, 117]
+    hs = [rng.permutation(np.arange(s) + 1000.0 * r) * 1e-3 for r, s in enumerate(sizes)]
+    hs = [np.round(h + rng.normal(0, 1, h.size), 6) for h in hs]
+    specs = [{"rank": s, "model": model, "target": h.size, "seed_seq": s,
+              "theta": np.zeros(h.size), "h": h.copy(), "opts": _opts()}
+             for s, h in enumerate(hs)]
+    be = InlineBackend(specs)
+    n = sum(sizes)
+    ctx = ShardContext(be, n, sizes, np.random.default_rng(1), {})
+    rule.sharded_generation(ctx)
+    ctx.flush()
+    before = np.concatenate(hs)
+    after = np.concatenate([sh.P.h for sh in be.shards])
+    k = rule.n_selected(n)
+    order = np.argsort(before, kind="stable")
+    bottom, top = order[:k], order[n - k:]
+    keep = np.setdiff1d(np.arange(n), bottom)
+    assert np.array_equal(after[keep], before[keep])            # the others are untouched
+    assert np.isin(after[bottom], before[top]).all()             # copies of top agents
+    assert len(np.unique(after[bottom])) > k // 3                # donors drawn, not one agent
+
+
+@pytest.mark.parametrize("copy", ["both", "h"])
+def test_sharded_pbt_agrees_with_unsharded(copy):
+    base = GP.model()
+    model = pp.Model(base.loss, base.fitness, temperature=GP.T, eps=GP.eps,
+                     selection=pp.PBT(0.1, 0.2, copy=copy), mutation=pp.GaussianJump(0.05),
+                     quadratic=(GP.K, lambda h: GP.a * h))
+    n = 20_000
+    runs = [simulate_particles(model, n, gaussian_init, 0.5, 0.05, seed=s, h_box=GP.h_box,
+                               **kw) for s, kw in ((7, {}), (8, dict(shards=3, client="inline")))]
+    moved = runs[0].mean_h[-1] - runs[0].mean_h[0]
+    se = np.hypot(*(r.standard_errors()["mean_h"][-1] for r in runs))
+    assert moved > 20 * se                                       # selection did act
+    assert abs(runs[0].mean_h[-1] - runs[1].mean_h[-1]) < 10 * se
+    assert abs(runs[0].mean_theta[-1] - runs[1].mean_theta[-1]) < 10 * se * 3

@@ -136,6 +136,56 @@ class PBT(SelectionRule):
         src = top[sim.rng.integers(0, k, k)]
         return sim.assign(P, P, bottom, src, copy=self.copy, explore=True, memory=self.memory)
 
+    # sharded: the generation over all shards. The bottom and top ⌈qN⌉ of the whole population
+    # come from exact order statistics of the selection fitness across the shards (ties broken
+    # by shard, then index, as on one process by a stable sort); each bottom agent's donor is
+    # uniform on the global top set: its shard by a multinomial draw on the shards' shares of
+    # the top set, then an agent uniformly within that shard.
+    def check_sharded(self, options: dict) -> None:
+        pass
+
+    def sharded_generation(self, ctx) -> None:
+        n = ctx.n
+        k = self.n_selected(n)
+        ctx.apply("shard_pbt_fitness")
+        (vb, tb), (vt, tt) = ctx.order_statistics("F", [k, n - k])
+        marks = ctx.gather("shard_pbt_mark", vb, vt, per=[(tb[s], tt[s])
+                                                          for s in range(ctx.shards)])
+        takes = [m[0] for m in marks]
+        tops = np.array([m[1] for m in marks], dtype=float)
+        counts = ctx.rng.multinomial(sum(takes), tops / tops.sum())
+        ctx.exchange("shard_pbt_give", list(counts), "shard_pbt_take", takes)
+
+    def shard_pbt_fitness(self, shard) -> None:
+        """Shard side: the selection fitness of the shard's agents, kept for the ranking."""
+        shard.scratch["F"] = shard.sim.selection_fitness(shard.P)
+
+    def shard_pbt_mark(self, shard, vb: float, vt: float, tb: int, tt: int):
+        """Shard side: its agents in the global bottom set (the ⌈qN⌉ smallest F) and in the
+        global top set (not among the N − ⌈qN⌉ smallest); returns their numbers."""
+        F = shard.scratch["F"]
+        bottom = F < vb
+        bottom[np.flatnonzero(F == vb)[:tb]] = True
+        low = F < vt
+        low[np.flatnonzero(F == vt)[:tt]] = True
+        shard.scratch["bottom"] = np.flatnonzero(bottom)
+        shard.scratch["top"] = np.flatnonzero(~low)
+        return len(shard.scratch["bottom"]), len(shard.scratch["top"])
+
+    def shard_pbt_give(self, shard, count: int):
+        """Shard side: ``count`` donors drawn uniformly (with replacement) from its top set."""
+        top = shard.scratch["top"]
+        return shard.take(top[shard.rng.integers(0, top.size, count)] if count else
+                          np.zeros(0, np.int64))
+
+    def shard_pbt_take(self, shard, theta, h) -> None:
+        """Shard side: its bottom agents copy the donors dealt to them, then explore."""
+        bottom = shard.scratch["bottom"]
+        if bottom.size:
+            shard.P = shard.sim.assign(shard.P, shard.population(theta, h), bottom,
+                                       np.arange(bottom.size), copy=self.copy, explore=True,
+                                       memory=self.memory)
+
     # -- Price -------------------------------------------------------------------------
     def generation_shift(self, f: np.ndarray, fitness: np.ndarray, setting: Setting
                          ) -> np.ndarray:
