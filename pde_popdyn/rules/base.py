@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .._validate import positive_float
 from ..grid import Grid
 from ..slow.clip import ClipLedger
 
@@ -38,6 +39,27 @@ def check_copy(rule: str, copy: Any) -> str:
         raise ValueError(f"{rule} copy={copy!r} is not known; use copy='both' (copy θ and h, "
                          f"as PBT does) or copy='h' (copy the hyperparameters only)")
     return copy
+
+
+def check_fraction(rule: str, fraction: Any) -> float:
+    """A ranking rule's fraction q ∈ (0, 0.5] (the bottom and top sets must not overlap)."""
+    q = positive_float(f"{rule} fraction", fraction)
+    if q > 0.5:
+        raise ValueError(f"{rule} fraction must be in (0, 0.5], got {q}: the bottom and top "
+                         f"fractions may not overlap")
+    return q
+
+
+def global_sets(F: np.ndarray, vb: float, tb: int, vt: float, tt: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's part of the global bottom and top sets of a sharded ranking: given the
+    order statistics (value v, this shard's count of ties t) of the bottom rank and of rank
+    N − k, return (mask of the agents in the bottom set, indices of those in the top set)."""
+    bottom = F < vb
+    bottom[np.flatnonzero(F == vb)[:tb]] = True
+    low = F < vt
+    low[np.flatnonzero(F == vt)[:tt]] = True
+    return bottom, np.flatnonzero(~low)
 
 
 @dataclass

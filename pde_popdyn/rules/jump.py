@@ -9,7 +9,7 @@ import numpy as np
 from .._validate import positive_float
 from ..slow.agents import bottom_and_top, weighted_choice
 from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
-from .base import SelectionRule, Setting, check_copy
+from .base import SelectionRule, Setting, check_copy, check_fraction, global_sets
 
 JUMP_ORDERS = (1, 2)
 
@@ -204,11 +204,7 @@ class Truncation(_JumpRule):
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate", positive_float("Truncation rate", self.rate,
                                                         allow_zero=True))
-        q = positive_float("Truncation fraction", self.fraction)
-        if q > 0.5:
-            raise ValueError(f"Truncation fraction must be in (0, 0.5], got {q}: the bottom "
-                             f"and top fractions may not overlap")
-        object.__setattr__(self, "fraction", q)
+        object.__setattr__(self, "fraction", check_fraction("Truncation", self.fraction))
         object.__setattr__(self, "copy", check_copy("Truncation", self.copy))
 
     def mapping(self, fitness, setting: Setting):
@@ -259,12 +255,7 @@ class Truncation(_JumpRule):
     def shard_mark(self, shard, vb: float, vt: float, tb: int, tt: int):
         """Shard side: which agents are in the global bottom set (the k smallest F) and in
         the top set (not among the N − k smallest); returns (bottom jumpers, top agents)."""
-        F = shard.scratch["F"]
-        bottom = F < vb
-        bottom[np.flatnonzero(F == vb)[:tb]] = True
-        low = F < vt
-        low[np.flatnonzero(F == vt)[:tt]] = True
-        shard.scratch["top"] = np.flatnonzero(~low)
+        bottom, shard.scratch["top"] = global_sets(shard.scratch["F"], vb, tb, vt, tt)
         jumpers = shard.scratch["jumpers"]
         shard.scratch["jb"] = jumpers[bottom[jumpers]]
         shard.scratch["jn"] = jumpers[~bottom[jumpers]]

@@ -10,7 +10,7 @@ import numpy as np
 from .._validate import positive_float
 from ..slow.agents import bottom_and_top
 from ..slow.selection import TruncationMap
-from .base import SelectionRule, Setting, check_copy
+from .base import SelectionRule, Setting, check_copy, check_fraction, global_sets
 
 RANK_ON = ("instantaneous", "effective")
 MEMORY = ("reset", "inherit")
@@ -78,11 +78,7 @@ class PBT(SelectionRule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "interval", positive_float("PBT interval", self.interval))
-        q = positive_float("PBT fraction", self.fraction)
-        if q > 0.5:
-            raise ValueError(f"PBT fraction must be in (0, 0.5], got {q}: the bottom and top "
-                             f"fractions may not overlap")
-        object.__setattr__(self, "fraction", q)
+        object.__setattr__(self, "fraction", check_fraction("PBT", self.fraction))
         object.__setattr__(self, "copy", check_copy("PBT", self.copy))
         if self.rank_on not in RANK_ON:
             raise ValueError(f"PBT rank_on={self.rank_on!r} is not known; use 'instantaneous' "
@@ -163,13 +159,8 @@ class PBT(SelectionRule):
     def shard_pbt_mark(self, shard, vb: float, vt: float, tb: int, tt: int):
         """Shard side: its agents in the global bottom set (the ⌈qN⌉ smallest F) and in the
         global top set (not among the N − ⌈qN⌉ smallest); returns their numbers."""
-        F = shard.scratch["F"]
-        bottom = F < vb
-        bottom[np.flatnonzero(F == vb)[:tb]] = True
-        low = F < vt
-        low[np.flatnonzero(F == vt)[:tt]] = True
+        bottom, shard.scratch["top"] = global_sets(shard.scratch["F"], vb, tb, vt, tt)
         shard.scratch["bottom"] = np.flatnonzero(bottom)
-        shard.scratch["top"] = np.flatnonzero(~low)
         return len(shard.scratch["bottom"]), len(shard.scratch["top"])
 
     def shard_pbt_give(self, shard, count: int):
