@@ -39,3 +39,17 @@ def test_cartpole_study_runs_end_to_end_on_a_tiny_config(tmp_path, monkeypatch):
     res2 = study.run(True, tmp_path)
     data2 = json.loads((tmp_path / "cartpole.json").read_text())
     assert data2["cached_runs"] == 5 and data2["by_window"] == data["by_window"]
+
+
+def test_cartpole_quick_setting_runs(tmp_path, monkeypatch):
+    """The study's own --quick setting (32 agents, 3 generations, k = 1, 2, 5), as CI runs it."""
+    monkeypatch.setenv("PDE_POPDYN_CARTPOLE_RUNS", str(tmp_path / "runs"))
+    res = study.run(True, tmp_path)
+    data = json.loads((tmp_path / "cartpole.json").read_text())
+    cfg = study.CONFIG["quick"]
+    assert data["quick"] and res["passed"] is None
+    assert sorted(data["by_window"]) == sorted(str(k) for k in cfg["windows"])
+    for s in data["by_window"].values():
+        assert len(s["mean_return"]) == cfg["generations"]
+        assert all(1 <= x <= 100 for x in s["mean_return"])
+    assert data["reference_run"]["wall_seconds"] > 0
