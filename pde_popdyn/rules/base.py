@@ -62,6 +62,22 @@ def global_sets(F: np.ndarray, vb: float, tb: int, vt: float, tt: int
     return bottom, np.flatnonzero(~low)
 
 
+def deal_top_donors(ctx, k: int, mark: str, give: str, take: str, give_args: tuple = (),
+                    receive_args: tuple = ()) -> None:
+    """A sharded ranking step (client side): find the global bottom and top ``k`` by exact
+    order statistics of the shards' stored fitness ``F``, let each shard mark its part
+    (``mark`` returns (takers, top agents)), allocate the donors to the shards by a multinomial
+    draw on their shares of the top set, and deal them to the takers (``give``/``take``)."""
+    n = ctx.n
+    (vb, tb), (vt, tt) = ctx.order_statistics("F", [k, n - k])
+    marks = ctx.gather(mark, vb, vt, per=[(tb[s], tt[s]) for s in range(ctx.shards)])
+    takes = [m[0] for m in marks]
+    tops = np.array([m[1] for m in marks], dtype=float)
+    counts = ctx.rng.multinomial(sum(takes), tops / tops.sum())
+    ctx.exchange(give, list(counts), take, takes, give_args=give_args,
+                 receive_args=receive_args)
+
+
 @dataclass
 class Setting:
     """Where a rule's grid face acts: arrays whose last ``h_ndim`` axes are the h-axes of

@@ -9,7 +9,8 @@ import numpy as np
 from .._validate import positive_float
 from ..slow.agents import bottom_and_top, weighted_choice
 from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
-from .base import SelectionRule, Setting, check_copy, check_fraction, global_sets
+from .base import (SelectionRule, Setting, check_copy, check_fraction, deal_top_donors,
+                   global_sets)
 
 JUMP_ORDERS = (1, 2)
 
@@ -241,16 +242,8 @@ class Truncation(_JumpRule):
         pass
 
     def sharded_map(self, ctx, stats, target, donors, out) -> None:
-        n = ctx.n
-        k = int(np.floor(self.fraction * n))
-        (vb, tb), (vt, tt) = ctx.order_statistics("F", [k, n - k])
-        marks = ctx.gather("shard_mark", vb, vt, per=[(tb[s], tt[s])
-                                                      for s in range(ctx.shards)])
-        takes = [m[0] for m in marks]
-        tops = np.array([m[1] for m in marks], dtype=float)
-        counts = ctx.rng.multinomial(sum(takes), tops / tops.sum())
-        ctx.exchange("shard_give", list(counts), "shard_take", takes, give_args=(donors,),
-                     receive_args=(target, donors, out))
+        deal_top_donors(ctx, int(np.floor(self.fraction * ctx.n)), "shard_mark", "shard_give",
+                        "shard_take", give_args=(donors,), receive_args=(target, donors, out))
 
     def shard_mark(self, shard, vb: float, vt: float, tb: int, tt: int):
         """Shard side: which agents are in the global bottom set (the k smallest F) and in

@@ -10,7 +10,8 @@ import numpy as np
 from .._validate import positive_float
 from ..slow.agents import bottom_and_top
 from ..slow.selection import TruncationMap
-from .base import SelectionRule, Setting, check_copy, check_fraction, global_sets
+from .base import (SelectionRule, Setting, check_copy, check_fraction, deal_top_donors,
+                   global_sets)
 
 RANK_ON = ("instantaneous", "effective")
 MEMORY = ("reset", "inherit")
@@ -141,16 +142,9 @@ class PBT(SelectionRule):
         pass
 
     def sharded_generation(self, ctx) -> None:
-        n = ctx.n
-        k = self.n_selected(n)
         ctx.apply("shard_pbt_fitness")
-        (vb, tb), (vt, tt) = ctx.order_statistics("F", [k, n - k])
-        marks = ctx.gather("shard_pbt_mark", vb, vt, per=[(tb[s], tt[s])
-                                                          for s in range(ctx.shards)])
-        takes = [m[0] for m in marks]
-        tops = np.array([m[1] for m in marks], dtype=float)
-        counts = ctx.rng.multinomial(sum(takes), tops / tops.sum())
-        ctx.exchange("shard_pbt_give", list(counts), "shard_pbt_take", takes)
+        deal_top_donors(ctx, self.n_selected(ctx.n), "shard_pbt_mark", "shard_pbt_give",
+                        "shard_pbt_take")
 
     def shard_pbt_fitness(self, shard) -> None:
         """Shard side: the selection fitness of the shard's agents, kept for the ranking."""
