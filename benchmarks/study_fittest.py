@@ -1,6 +1,6 @@
 """Mean toward the fittest, and survival of the flattest, for the reduced replicator equation
 
-    ∂_t ρ = κ (F̄ − ⟨F̄⟩_ρ) ρ + D ∂²_h ρ        (MODEL.md §3)
+    ∂_t ρ = κ (F̄ − ⟨F̄⟩_ρ) ρ + D ∂²_h ρ        (docs/model.md, Reduced equation)
 
 1. **Unimodal F̄, with mutation (D > 0).** The mean approaches its steady-state value
    exponentially, at the spectral gap Λ₀ − Λ₁ of D Δ_h + κ F̄ (:func:`pp.steady_state`). For

@@ -1,7 +1,7 @@
 """Particles → PDE: the N^{-1/2} large-population limit, every selection rule against the grid
 solver, and ε-uniformity of the exact-OU particle scheme (issue 5's acceptance).
 
-A. Gaussian. The linear-Gaussian problem (MODEL.md §4; ε = 0.1, κ = 1, D = 0.02, T = 0.05,
+A. Gaussian. The linear-Gaussian problem (docs/model.md, Closed forms; ε = 0.1, κ = 1, D = 0.02, T = 0.05,
    replicator resampling, diffusive mutation, exact OU step), Δt = 0.02 to t = 1, agents drawn
    from the exact initial Gaussian. For N = 1e2 … 1e6 the RMS over seeds of the errors of
    E θ, E h, Var θ, Var h at t = 1 against the exact solution (``GaussianProblem.exact``),

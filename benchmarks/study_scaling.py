@@ -1,7 +1,7 @@
 """Scaling: cost per step of the grid solver against the grid, particle throughput against N.
 
 A. Grid. ``pp.solve`` (Strang splitting, FV) on the linear-Gaussian problem of the speed study
-   (MODEL.md §4; κ = 1, D = 0.02, T = 0.05) on n² grids, n = 64 … 512, with Δt = 0.01, at
+   (docs/model.md, Closed forms; κ = 1, D = 0.02, T = 0.05) on n² grids, n = 64 … 512, with Δt = 0.01, at
    ε = 0.1 and ε = 1e-5 (the same Δt: Δt/ε = 1000 for the stiff case). For each run the set-up
    (operators and the fast propagator e^{Δt A}) and the stepping are timed separately (the
    minimum over repeats), and the cost of a step is the stepping time over the step count

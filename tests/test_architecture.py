@@ -114,3 +114,18 @@ def test_no_package_file_cites_documents_users_do_not_have():
     pattern = re.compile(r"\b(MODEL|DESIGN)\.md\b|\.\./shared")
     hits = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if pattern.search(p.read_text())]
     assert not hits, f"these files cite MODEL.md/DESIGN.md: {hits}"
+
+
+def test_no_repository_text_cites_documents_users_do_not_have():
+    """README, docs, notebooks, benchmarks, examples and tests: what a user of a clone reads."""
+    root = PKG.parent
+    pattern = re.compile(r"\b(MODEL|DESIGN)\.md\b|\.\./shared")
+    files = [root / "README.md", root / "CHANGELOG.md"]
+    for folder, suffixes in (("docs", (".md",)), ("notebooks", (".ipynb", ".py")),
+                             ("benchmarks", (".py", ".md")), ("examples", (".py",)),
+                             ("tests", (".py",))):
+        files += [p for p in (root / folder).rglob("*") if p.suffix in suffixes]
+    me = Path(__file__).resolve()
+    hits = [str(p.relative_to(root)) for p in files
+            if p.resolve() != me and pattern.search(p.read_text(encoding="utf-8"))]
+    assert not hits, f"these files cite MODEL.md/DESIGN.md: {hits}"

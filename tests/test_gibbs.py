@@ -9,7 +9,7 @@ import pde_popdyn as pp
 from pde_popdyn.fast.fv import SGOperator
 from pde_popdyn.gibbs import effective_fitness, find_modes, gibbs, langevin_average, log_partition
 
-# -- the quadratic family of MODEL.md §4: L = ½K(θ − μ(h))², F = −(q/2)(θ − θ*)² -----------
+# -- the quadratic family of docs/model.md (Closed forms): L = ½K(θ − μ(h))², F = −(q/2)(θ − θ*)² -----------
 K, Q, TS = 2.0, 1.5, 0.3
 
 
