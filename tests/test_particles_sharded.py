@@ -196,6 +196,11 @@ def test_sharded_bad_input_raises_clear_errors(tmp_path):
                            fitness_mode="window", window=0.1)
     with pytest.raises(FileNotFoundError, match="not a sharded checkpoint"):
         simulate_particles(model, None, None, 0.1, None, resume=tmp_path, client="inline")
+    pbt = pp.Model(model.loss, model.fitness, temperature=GP.T, eps=GP.eps,
+                   selection=pp.PBT(0.1, 0.5), quadratic=(GP.K, lambda h: GP.a * h))
+    with pytest.raises(ValueError, match=r"PBT\(fraction=0.5\) with n=3 .* overlap"):
+        simulate_particles(pbt, 3, (np.zeros(3), np.zeros(3)), 0.2, 0.05, shards=2,
+                           client="inline")
 
 
 @pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
