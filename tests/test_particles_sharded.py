@@ -144,6 +144,42 @@ def test_rebalancing_keeps_shards_near_their_share():
     assert np.all(np.isfinite(ens.summaries["mean_h"]))
 
 
+def test_rebalancing_carries_pending_weights_of_adaptive_resampling():
+    """With ess_threshold < 1 the log-weights of a pending selection live on the shards;
+    agents moved by rebalancing take theirs along, and the run agrees with an unsharded one
+    (copies correlate the agents, so the independent-agent error is taken ten times)."""
+    base = GP.model()
+    model = pp.Model(base.loss, base.fitness, temperature=GP.T, eps=GP.eps,
+                     selection=pp.Replicator(5.0), mutation=pp.Diffusion(0.01),
+                     quadratic=(GP.K, lambda h: GP.a * h))
+    kw = dict(h_box=GP.h_box, summary_every=1, ess_threshold=0.5)
+    ens = simulate_particles(model, 9000, gaussian_init, 0.5, 0.05, seed=1, shards=3,
+                             client="inline", **kw)
+    ref = simulate_particles(model, 9000, gaussian_init, 0.5, 0.05, seed=2, **kw)
+    assert ens.info["agents_rebalanced"] > 0
+    se = np.hypot(ens.standard_errors()["mean_h"][-1], ref.standard_errors()["mean_h"][-1])
+    assert abs(ens.mean_h[-1] - ref.mean_h[-1]) < 10 * se
+
+
+def test_an_error_inside_a_sharded_run_surfaces_as_itself(tmp_path):
+    """A failing run closes its (checkpoint) writer and re-raises the user's error."""
+    base = GP.model()
+    calls = {"n": 0}
+
+    def fitness(theta, h):
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise RuntimeError("boom in the user's fitness")
+        return base.fitness(theta, h)
+    model = pp.Model(base.loss, fitness, temperature=GP.T, eps=GP.eps,
+                     selection=pp.Replicator(1.0), quadratic=(GP.K, lambda h: GP.a * h))
+    for ckpt in (None, tmp_path / "ckpt"):
+        calls["n"] = 0
+        with pytest.raises(RuntimeError, match="boom in the user's fitness"):
+            simulate_particles(model, 2000, gaussian_init, 1.0, 0.05, seed=1, shards=2,
+                               client="inline", h_box=GP.h_box, checkpoint=ckpt)
+
+
 def test_checkpoint_and_resume_bit_for_bit(tmp_path):
     model = GP.model()
     kw = dict(seed=3, shards=2, client="inline", h_box=GP.h_box, checkpoint_every=10)

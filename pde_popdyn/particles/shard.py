@@ -193,23 +193,30 @@ class Shard:
         idx = np.asarray(idx, dtype=np.int64)
         return P.theta[idx].copy(), P.h[idx].copy()
 
-    def export(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Remove the last ``count`` agents and return them (rebalancing)."""
+    def export(self, count: int) -> tuple:
+        """Remove the last ``count`` agents and return them (rebalancing): θ, h and their
+        pending log-weights (None when no selection is pending), which travel with them."""
         count = min(int(count), self.size)
         self.sim.forget_fitness()
         n = self.size - count
-        out = self._tbuf[n:self.size].copy(), self._hbuf[n:self.size].copy()
+        lw = self.scratch.get("logw")
+        if lw is not None:
+            self.scratch["logw"], lw = lw[:n], lw[n:self.size].copy()
+        out = self._tbuf[n:self.size].copy(), self._hbuf[n:self.size].copy(), lw
         self._set_size(n)
         return out
 
-    def receive(self, theta: np.ndarray, h: np.ndarray) -> int:
-        """Append agents (rebalancing); returns the new size."""
+    def receive(self, theta: np.ndarray, h: np.ndarray, logw: np.ndarray | None = None) -> int:
+        """Append agents (rebalancing), with their pending log-weights if any; returns the
+        new size."""
         n = self.size + h.shape[0]
         self.sim.forget_fitness()
         if n > self._hbuf.shape[0]:
             self._grow(n)
         self._tbuf[self.size:n] = theta
         self._hbuf[self.size:n] = h
+        if logw is not None:
+            self.scratch["logw"] = np.concatenate([self.scratch["logw"][:self.size], logw])
         self._set_size(n)
         return n
 

@@ -184,8 +184,11 @@ class ShardContext:
         parts = self.gather("export", per=[(c,) for c in surplus], kind="shard")
         theta = np.concatenate([p[0] for p in parts])
         h = np.concatenate([p[1] for p in parts])
+        # pending log-weights (adaptive resampling) move with their agents
+        lw = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
         bounds = np.concatenate([[0], np.cumsum(deficit)])
-        self.apply("receive", per=[(theta[bounds[s]:bounds[s + 1]], h[bounds[s]:bounds[s + 1]])
+        self.apply("receive", per=[(theta[bounds[s]:bounds[s + 1]], h[bounds[s]:bounds[s + 1]],
+                                    None if lw is None else lw[bounds[s]:bounds[s + 1]])
                                    for s in range(self.shards)], kind="shard")
         self.flush()
         return int(sum(surplus))

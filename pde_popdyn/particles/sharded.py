@@ -164,6 +164,10 @@ class CheckpointWriter:
         if k and (k in self.steps or k == self.system.schedule.n_steps):
             self.write(t, k)
 
+    def close(self, **status) -> None:
+        """Nothing to close: every checkpoint is complete once written (the run loop closes
+        its writer when a run fails)."""
+
     def write(self, t: float, k: int) -> None:
         if self.last == k:
             return
@@ -319,7 +323,6 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
             recorder = SummaryRecorder(lambda st: system.summarize(
                 st, use_grid, model.fitness is not None), setup.summary_every)
             tracks.append(recorder)
-        writer = _Writer(system)
         cpw = None
         if checkpoint is not None:
             meta = {"n": n, "shards": shards, "dt": base.dt, "seed": seed_info, "d": setup.d,
@@ -329,10 +332,11 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
                     "save_every": base.save_every, "summary_every": setup.summary_every,
                     "checkpoint_every": checkpoint_every}
             cpw = CheckpointWriter(ctx, system, Path(checkpoint), cp_steps, meta)
-            writer.checkpoints = cpw
-        rec = run(system, None, schedule, trackers=tracks, writer=writer, progress=progress,
+        rec = run(system, None, schedule, trackers=tracks, writer=cpw, progress=progress,
                   desc=f"particles ({shards} shards)")
-        if cpw is not None and rec.stop_reason == "interrupted":
+        # an interrupted run checkpoints its last saved state, unless a second Ctrl-C left
+        # the shards past it (then the last complete checkpoint stands)
+        if cpw is not None and rec.stop_reason == "interrupted" and system.k == rec.steps_done:
             cpw.write(rec.t[-1], system.k)
         busy = ctx.gather("busy_seconds", kind="shard")
         stats = backend.stats
@@ -372,18 +376,6 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
                     state={"client_rng": client_rng.bit_generator.state},
                     stop_reason=rec.stop_reason,
                     summaries=recorder.result() if recorder is not None else {})
-
-
-class _Writer:
-    """Passes the saved time to the system (its snapshot needs it) and writes checkpoints."""
-
-    def __init__(self, system: ShardedSystem):
-        self.system = system
-        self.checkpoints = None
-
-    def __call__(self, t: float, state) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints(t, state)
 
 
 def _setup_from_manifest(model, manifest: dict, t_final, args: dict):
