@@ -248,6 +248,7 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
     if progress is not False:
         tracks.insert(0, ProgressTracker(progress, total=schedule.n_steps, desc=desc))
     saves = sorted(set(schedule.saved_steps()) - {0})
+    save_set = set(saves)
     events = schedule.event_steps()
     rec = RunRecord()
     advance = getattr(system, "advance", None)
@@ -262,8 +263,7 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
     def next_stop(k: int) -> int:
         """The next step at which something happens: a save, a generation or a tracker; the
         steps in between are taken at once (a system may merge their half steps)."""
-        nxt = saves[bisect.bisect_right(saves, k)] if k < schedule.n_steps else k
-        nxt = min([nxt] + [e for e in events if e > k][:1])
+        nxt = saves[bisect.bisect_right(saves, k)]       # the saves include every event
         for tr in tracks:
             nxt = min(nxt, tr.next_due(k, schedule))
         return max(nxt, k + 1)
@@ -295,15 +295,16 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
                         stop = reason
                 if flag["hit"]:
                     stop = "interrupted"
-                if stop is not None or k in saves or k == schedule.n_steps:
+                if stop is not None or k in save_set:
                     state = system.settle(state)
                     save(k, state)
                     saved_last = k
                 if stop is not None:
                     break
     except KeyboardInterrupt:
-        # a second Ctrl-C, or one outside the main thread: the step in flight may be half done,
-        # so the run ends at its last saved state
+        # a second Ctrl-C, or one outside the main thread: the step in flight may be half done.
+        # The record (rec.t, rec.states, steps_done, and so any file) ends at the last saved
+        # state; rec.final and the trackers' finish() see the state as the interrupt left it.
         stop = "interrupted"
     rec.stop_reason = stop or "t_final"
     rec.steps_done = saved_last
