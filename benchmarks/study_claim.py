@@ -94,7 +94,6 @@ DESCRIPTION = (
 K, Q, T0, B2, GAMMA = 1.0, 1.0, 0.1, 0.2, 0.25
 EPS, SIGMA_M, H_BOX = 0.01, 0.05, (-2.0, 2.0)
 H_STAR, H_INF = 0.0, np.log(3.0) / 1.5
-MODES = ("instantaneous", "window", "effective", "estimated")
 WINDOW = 0.5
 
 CONFIG = {

@@ -121,11 +121,6 @@ class ReplayBuffers:
         k = self.obs_dim
         return g[..., :k], g[..., 2 * k], g[..., 2 * k + 1], g[..., 2 * k + 2], g[..., 2 * k + 3]
 
-    def next_states(self, i: int, lo: int, hi: int) -> np.ndarray:
-        """s′ of the stored transitions lo:hi of agent i (a view)."""
-        k = self.obs_dim
-        return self.rec[i, lo:hi, k:2 * k]
-
 
 class BatchedDQN:
     """N DQN agents with stacked networks, optimisers and replay buffers.

@@ -72,8 +72,7 @@ class SnapshotRecord:
 
 @dataclass
 class EnsembleRecord:
-    """A particle ensemble as plain arrays: positions over time and the stored diagnostics
-    (:meth:`from_record` makes one from a :class:`SnapshotRecord` of kind 'ensemble')."""
+    """A particle ensemble as plain arrays: positions over time and the stored diagnostics."""
 
     t: np.ndarray
     theta: np.ndarray
@@ -84,13 +83,6 @@ class EnsembleRecord:
     diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     agent_fields: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: SnapshotRecord) -> "EnsembleRecord":
-        return cls(t=record.t, theta=record.fields.get("particle_theta"),
-                   h=record.fields.get("particle_h"), grid=record.grid,
-                   density=record.fields.get("density"), diagnostics=dict(record.diagnostics),
-                   info=dict(record.attrs), agent_fields=dict(record.agent_fields))
 
 
 def grid_from(attrs: dict[str, Any]) -> Grid | dict | None:

@@ -219,11 +219,6 @@ def moments_from_sums(s: np.ndarray, with_fitness: bool) -> dict[str, float]:
     return out
 
 
-def weighted_moments(P, F: np.ndarray | None, w: np.ndarray | None) -> dict[str, float]:
-    """Moments of (θ₁, h) and ⟨F⟩ under the weights w (None: equal weights), one pass."""
-    return moments_from_sums(moment_sums(P, F, w), F is not None)
-
-
 def histogram_counts(grid, theta: np.ndarray, h: np.ndarray, w: np.ndarray | None
                      ) -> np.ndarray:
     """Weighted counts of the agents in the cells of ``grid`` (θ ∈ R, one h-axis; w None:
@@ -239,12 +234,5 @@ def histogram_counts(grid, theta: np.ndarray, h: np.ndarray, w: np.ndarray | Non
     return np.histogram2d(theta, h, bins=[te, he], weights=w)[0]
 
 
-def histogram(grid, theta: np.ndarray, h: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Histogram densities of the agents on ``grid`` (mass outside the box is dropped)."""
-    total = float(h.shape[0]) if w is None else float(np.sum(w))
-    return histogram_counts(grid, theta, h, w) / total / grid.weights
-
-
 __all__ = ["FusedStep", "fused_support", "resample_exp", "resample_in_place",
-           "weighted_moments", "moment_sums", "moments_from_sums", "histogram",
-           "histogram_counts"]
+           "moment_sums", "moments_from_sums", "histogram_counts"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .fused import contiguous
 from .population import Population
 from .system import Simulator
 
@@ -136,9 +135,6 @@ class Shard:
     def busy_seconds(self) -> float:
         """Seconds this shard spent executing calls."""
         return self.stats["seconds"]
-
-    def rng_state(self) -> dict:
-        return self.rng.bit_generator.state
 
     def check_finite(self) -> bool:
         return bool(np.isfinite(self.P.theta).all() and np.isfinite(self.P.h).all())
@@ -274,10 +270,6 @@ class Shard:
         w.close(status="complete")
         os.replace(tmp, final)
         return str(final)
-
-    def clear(self) -> None:
-        self.scratch.clear()
-        contiguous(self.P)
 
 
 def _read_checkpoint(path: str, t: float) -> tuple:

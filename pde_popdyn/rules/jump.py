@@ -238,9 +238,6 @@ class Truncation(_JumpRule):
     # F over the shards (ties broken by shard, then index); each bottom jumper's donor is
     # drawn uniformly from the global top set (its shard by a multinomial draw on the shards'
     # shares of the top set)
-    def check_sharded(self, options: dict) -> None:
-        pass
-
     def sharded_map(self, ctx, stats, target, donors, out) -> None:
         deal_top_donors(ctx, int(np.floor(self.fraction * ctx.n)), "shard_mark", "shard_give",
                         "shard_take", give_args=(donors,), receive_args=(target, donors, out))
