@@ -38,7 +38,8 @@ Diffusive mutation with a jump rule is split around this step (Strang).
 
 What holds for every Δt and ε: f ≥ 0, unit mass, and with selection and mutation off the
 discrete Gibbs state ρπ_h does not move. The entry point is :func:`make_joint_stepper`, which
-:class:`~pde_popdyn.equations.JointSystem` calls for the default ``integrator="split"``.
+:class:`~pde_popdyn.equations.JointSystem` calls for ``integrator="ap"``, the default of
+:func:`pde_popdyn.solve`.
 
 Known limits, measured by ``python -m benchmarks ap``:
 
@@ -61,8 +62,8 @@ import numpy as np
 
 from .fast.columns import ColumnGenerator, ColumnPropagator
 from .fast.spectral import SpectralColumnPropagator
+from .run import SPLITTINGS, compose
 
-SPLITTINGS = ("strang", "lie")
 _COST_STEPS = 100         # run length assumed by the cost model (not the actual one: see below)
 
 
@@ -113,18 +114,6 @@ def make_joint_stepper(op, model, grid, setting, fitness, dt: float, *,
     return LinearStepper(prop, grid, mutation, dt, splitting)
 
 
-def _compose(steps):
-    """The exact mutation steps (they commute) as one step, or None."""
-    if not steps:
-        return None
-
-    def step(f, tau):
-        for s in steps:
-            f = s(f, tau)
-        return f
-    return step
-
-
 class _Stepper:
     """Shared checks: the step size is fixed at build time."""
 
@@ -150,7 +139,7 @@ class LinearStepper(_Stepper):
     def __init__(self, prop, grid, mutation: list, dt: float, splitting: str):
         self.grid, self.dt, self.splitting, self.prop = grid, dt, splitting, prop
         self.weights = grid.weights
-        self.mutation = _compose(mutation)
+        self.mutation = compose(mutation, "lie") if mutation else None
         self._last = None          # (the density returned last, its v_n)
 
     def _fast(self, f: np.ndarray, k: int) -> np.ndarray:
@@ -208,7 +197,7 @@ class JumpStepper(_Stepper):
         self.mapping = mapping
         # the jump maps act on masses f·w (they equal f on a uniform finite-volume grid)
         self.weights = None if all(a.uniform for a in grid.theta_axes) else grid.weights
-        self.mutation = _compose(mutation)
+        self.mutation = compose(mutation, "lie") if mutation else None
 
     def _map(self, f: np.ndarray) -> np.ndarray:
         if self.weights is None:

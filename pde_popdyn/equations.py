@@ -205,10 +205,10 @@ class JointSystem(_DensitySystem):
                              "equation: it needs selection=pp.Replicator (or None, or a rule "
                              "acting at generation times such as pp.PBT) and "
                              "mutation=pp.Diffusion (or None); use the default "
-                             "integrator='split' for other rules")
+                             "integrator='ap' (or 'split') for other rules")
         if self.scheme != "fv" or self.grid.ndim_theta != 1:
             raise ValueError("integrator='uniformisation' needs scheme='fv' and one "
-                             "theta-axis; use the default integrator='split'")
+                             "theta-axis; use the default integrator='ap' (or 'split')")
         return UnsplitStep(self.op, self.grid, self.fitness, kappa, model.diffusion_coefficient)
 
     def prepare(self, dt: float, n_steps: int) -> None:

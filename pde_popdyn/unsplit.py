@@ -101,7 +101,7 @@ class UnsplitStep:
             raise ValueError(
                 f"integrator='uniformisation' would need about {need:.3g} sweeps of the grid for "
                 f"this run (its cost grows like t/ε and 1/Δθ²); use the default "
-                f"integrator='split', which is asymptotic-preserving and takes any Δt/ε")
+                f"integrator='ap', which is asymptotic-preserving and takes any Δt/ε")
 
     def _h_slices(self):
         """Per mutating h-axis: (rate, lo, hi, first, last) index tuples for the sweep."""

@@ -47,7 +47,7 @@ def test_exact_refuses_what_it_cannot_do():
     grid = PROB.grid(32, 16)
     f0 = PROB.initial(grid)
     stiff = GaussianProblem(eps=1e-6).model()
-    with pytest.raises(ValueError, match="use the default integrator='split', which is asymptotic"):
+    with pytest.raises(ValueError, match="use the default integrator='ap', which is asymptotic"):
         pp.solve(stiff, grid, f0, 1.0, 0.1, integrator="uniformisation")
     jump = pp.Model(loss=lambda t, h: 0.5 * (t - h) ** 2, fitness=lambda t, h: -t * t,
                     selection=pp.BoltzmannJump(1.0, 1.0), eps=0.1)
