@@ -49,17 +49,16 @@ with clipped boundaries, multiplicative or (on a reflecting axis) asymmetric
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._validate import _short, density_array, positive_float
-from .gibbs import effective_fitness as _gibbs_effective_fitness
+from ._validate import density_array, positive_float
 from .grid import Grid
 from .model import Model
 from .particles import simulate_particles
+from .particles.options import _check_int, _resolve_effective, sample_density
 from .solution import Solution
 from .solve import solve
 
@@ -172,14 +171,9 @@ def lineage_support(model: Model, grid: Grid, options: dict) -> str | None:
 def sample_initial(grid: Grid, f0: np.ndarray, n: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """n agents drawn from the piecewise-constant density with cell averages ``f0``: a cell
-    with probability ∝ its mass, then a point uniformly inside it."""
-    p = (f0 * grid.weights).ravel()
-    cum = np.cumsum(p)
-    cell = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), p.size - 1)
-    it, ih = np.divmod(cell, grid.shape[1])
-    te, he = grid.theta_edges, grid.h_edges
-    return (te[it] + (te[it + 1] - te[it]) * rng.random(n),
-            he[ih] + (he[ih + 1] - he[ih]) * rng.random(n))
+    with probability ∝ its mass, then a point uniformly inside it (the particle solver's own
+    sampler)."""
+    return sample_density(grid, f0, n, rng)
 
 
 @dataclass
@@ -214,13 +208,7 @@ def run_replicas(model: Model, n: int, grid: Grid, f0: np.ndarray, t_final: floa
         tracker = Lineage(grid.h_edges[0], grid.h_edges[-1], "h" in grid.periodic)
         run_model = tracker.wrap(model)
         if options.get("fitness_mode") == "effective":
-            fbar = options.get("effective_fitness")
-            if fbar is None:
-                values = np.asarray(_gibbs_effective_fitness(model, grid), dtype=float)
-                nodes = grid.h
-
-                def fbar(h):
-                    return np.interp(h, nodes, values)
+            fbar, _ = _resolve_effective(model, options.get("effective_fitness"), grid)
             options = {**options, "effective_fitness": lambda h: fbar(tracker.real(h))}
     out: dict[str, list] = {k: [] for k in ("mean_h", "var_h", "mean_theta", "var_theta",
                                             "m4_h", "pair", "founders")}
@@ -370,14 +358,6 @@ class MeanFieldCheck:
         if self.lineage_note:
             lines.append(f"  (genealogy: {self.lineage_note})")
         return "\n".join(lines)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {_short(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def assess(n: int, t: np.ndarray, pde: dict, reps: Replicas, rate: float | None,
