@@ -103,7 +103,9 @@ def one_run(cfg: dict, window: int, seed: int, exploit: bool, folder: str,
 
     config = _config(cfg, window, seed, exploit)
     h0 = None if exploit else fixed_h_design(cfg)
-    stem = f"{'pbt' if exploit else 'fixedh'}_k{window}_s{seed}_{_key(config)}"
+    # the fixed-h design (learning rates, agents per rate) is not in the config: key it too
+    design = "" if exploit else json.dumps([list(cfg["fbar_lr"]), cfg["fbar_per_lr"]])
+    stem = f"{'pbt' if exploit else 'fixedh'}_k{window}_s{seed}_{_key(config, design)}"
     cache = Path(folder) / f"{stem}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
