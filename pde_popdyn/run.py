@@ -419,13 +419,12 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
     if output is not None and Path(output).resolve() != p.resolve():
         raise ValueError(f"output={output!r} differs from resume={str(path)!r}; a resumed run "
                          f"appends to the file it resumes")
-    record = io.read(p)
-    if record.kind != kind:
-        raise io.SnapshotFileError(f"{p} holds a {record.kind} run; it cannot be resumed as a "
+    stored_kind = io.read_attributes(p).get("kind")
+    if stored_kind != kind:
+        raise io.SnapshotFileError(f"{p} holds a {stored_kind} run; it cannot be resumed as a "
                                    f"{kind} run")
-    if not record.closed_cleanly:       # a killed writer: keep every complete snapshot
-        io.repair(p)
-        record = io.read(p)
+    io.repair(p)                        # a killed writer: keep every complete snapshot
+    record = io.read(p)                 # (a cleanly closed file is left alone)
     if len(record.t) == 0:
         raise io.SnapshotFileError(f"{p} holds no snapshot to resume from")
     attrs, data = record.attrs, record.fields
