@@ -62,6 +62,14 @@ def global_sets(F: np.ndarray, vb: float, tb: int, vt: float, tt: int
     return bottom, np.flatnonzero(~low)
 
 
+def give_from_top(shard, count: int, source: str = "P") -> tuple[np.ndarray, np.ndarray]:
+    """Shard side of a ranking step: ``count`` donors drawn uniformly (with replacement) from
+    the shard's part of the global top set (``scratch["top"]``), from population ``source``."""
+    top = shard.scratch["top"]
+    return shard.take(top[shard.rng.integers(0, top.size, count)] if count else
+                      np.zeros(0, np.int64), source)
+
+
 def deal_top_donors(ctx, k: int, mark: str, give: str, take: str, give_args: tuple = (),
                     receive_args: tuple = ()) -> None:
     """A sharded ranking step (client side): find the global bottom and top ``k`` by exact

@@ -10,7 +10,7 @@ from .._validate import positive_float
 from ..slow.agents import bottom_and_top, weighted_choice
 from ..slow.selection import BoltzmannMap, JumpStep, TruncationMap
 from .base import (SelectionRule, Setting, check_copy, check_fraction, deal_top_donors,
-                   global_sets)
+                   give_from_top, global_sets)
 
 JUMP_ORDERS = (1, 2)
 
@@ -154,8 +154,9 @@ class BoltzmannJump(_JumpRule):
     def shard_summary(self, shard):
         F = shard.scratch["F"]
         top = float(F.max()) if F.size else -np.inf
-        W = float(np.exp(self.pressure * (F - top)).sum()) if F.size else 0.0
-        return len(shard.scratch["jumpers"]), top, W
+        w = np.exp(self.pressure * (F - top)) if F.size else F
+        shard.scratch["w"] = w                  # the donor weights, for shard_give
+        return len(shard.scratch["jumpers"]), top, float(w.sum()) if F.size else 0.0
 
     def sharded_map(self, ctx, stats, target, donors, out) -> None:
         jumps = [s[0] for s in stats]
@@ -168,8 +169,7 @@ class BoltzmannJump(_JumpRule):
                      receive_args=(target, out))
 
     def shard_give(self, shard, donors: str, count: int):
-        F = shard.scratch["F"]
-        w = np.exp(self.pressure * (F - F.max())) if F.size else F
+        w = shard.scratch.pop("w")
         src = weighted_choice(w, count, shard.rng) if count else np.zeros(0, np.int64)
         return shard.take(src, donors)
 
@@ -252,9 +252,7 @@ class Truncation(_JumpRule):
         return len(shard.scratch["jb"]), len(shard.scratch["top"])
 
     def shard_give(self, shard, donors: str, count: int):
-        top = shard.scratch["top"]
-        return shard.take(top[shard.rng.integers(0, top.size, count)] if count else
-                          np.zeros(0, np.int64), donors)
+        return give_from_top(shard, count, donors)
 
     def shard_take(self, shard, target: str, donors: str, out: str, theta, h) -> None:
         jb, jn = shard.scratch["jb"], shard.scratch["jn"]

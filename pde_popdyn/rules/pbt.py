@@ -11,7 +11,7 @@ from .._validate import positive_float
 from ..slow.agents import bottom_and_top
 from ..slow.selection import TruncationMap
 from .base import (SelectionRule, Setting, check_copy, check_fraction, deal_top_donors,
-                   global_sets)
+                   give_from_top, global_sets)
 
 RANK_ON = ("instantaneous", "effective")
 MEMORY = ("reset", "inherit")
@@ -159,9 +159,7 @@ class PBT(SelectionRule):
 
     def shard_pbt_give(self, shard, count: int):
         """Shard side: ``count`` donors drawn uniformly (with replacement) from its top set."""
-        top = shard.scratch["top"]
-        return shard.take(top[shard.rng.integers(0, top.size, count)] if count else
-                          np.zeros(0, np.int64))
+        return give_from_top(shard, count)
 
     def shard_pbt_take(self, shard, theta, h) -> None:
         """Shard side: its bottom agents copy the donors dealt to them, then explore."""
