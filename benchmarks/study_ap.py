@@ -51,7 +51,7 @@ from pde_popdyn.slow.mutation import DiffusionStep, neumann_laplacian
 from pde_popdyn.unsplit import UnsplitStep
 
 from ._common import fit_slope, machine_info, now, write_json
-from .study_speed import blas_threads
+from .study_speed import blas_threads, wrap
 from .study_speed import problem as speed_problem
 
 NAME = "ap"
@@ -449,8 +449,7 @@ def _figure(data: dict, path: Path) -> None:
     ax.set(xlabel="ε", ylabel="seconds", title="cost, 128², t = 1, Δt = 0.01")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    import textwrap
-    fig.suptitle("\n".join(textwrap.wrap(data["headline"], 210)), fontsize=8)
+    fig.suptitle(wrap(data["headline"], 210), fontsize=8)
     fig.savefig(path, dpi=110)
 
 

@@ -354,10 +354,9 @@ class ColumnPropagator:
         if self._fallback is None:
             self._fallback = {}
         if key not in self._fallback:
-            with blas_single_thread():
-                self._fallback[key] = ColumnPropagator(
-                    self.gen, self.tau, lam=self.lam, branch="dense", cols=self.cols[loc],
-                    project=False)
+            self._fallback[key] = ColumnPropagator(     # its set-up limits BLAS itself
+                self.gen, self.tau, lam=self.lam, branch="dense", cols=self.cols[loc],
+                project=False)
             self.fallback_builds += 1
         return self._fallback[key]
 
