@@ -75,7 +75,7 @@ def throughput_model():
     import pde_popdyn as pp
     return pp.Model(lambda th, h: 0.5 * (th - h) ** 2, lambda th, h: -(th - 0.5) ** 2,
                     temperature=0.05, eps=0.01, selection=pp.Replicator(1.0),
-                    mutation=pp.Diffusion(0.01), quadratic=(1.0, lambda h: h))
+                    mutation=pp.Diffusion(0.01), quadratic=(1.0, pp.AffineCenter()))
 
 
 def throughput_init(n, rng):

@@ -15,7 +15,7 @@ from .finite_n import mean_field_check
 from .gibbs import effective_fitness, gibbs, log_partition
 from .grid import Grid
 from .loading import load
-from .model import Model
+from .model import AffineCenter, Model
 from .particles import Ensemble, simulate_particles
 from .reduced import solve_reduced, steady_state
 from .resume import resume
@@ -27,7 +27,7 @@ from .sweep import SweepResult, sweep
 from .trackers import (CallbackTracker, GuardTracker, PlotTracker, ProgressTracker,
                        SteadyStateTracker)
 
-__all__ = ["Grid", "Model", "Replicator", "BoltzmannJump", "Truncation", "PBT", "Diffusion",
+__all__ = ["Grid", "Model", "AffineCenter", "Replicator", "BoltzmannJump", "Truncation", "PBT", "Diffusion",
            "GaussianJump", "Perturb", "PriorResample", "gaussian", "uniform", "normalize",
            "from_samples", "solve", "Solution", "__version__", "load", "resume",
            "effective_fitness", "gibbs", "log_partition", "solve_reduced", "steady_state",

@@ -17,7 +17,7 @@ import numpy as np
 from .densities import gaussian
 from .exact import gaussian_moments, reduced_gaussian
 from .grid import Grid
-from .model import Diffusion, Model, Replicator
+from .model import AffineCenter, Diffusion, Model, Replicator
 from .rules import PBT, Perturb
 
 
@@ -59,7 +59,7 @@ class GaussianProblem:
                       selection=Replicator(self.kappa) if self.kappa > 0 else None,
                       mutation=Diffusion(self.D) if self.D > 0 else None,
                       loss_grad=lambda theta, h: K * (theta - a * h - b),
-                      quadratic=(K, lambda h: a * h + b), name="gaussian")
+                      quadratic=(K, AffineCenter(a, b)), name="gaussian")
         # lets a snapshot file rebuild the model: build(**model.preset) gives it back
         model.preset = {"name": self.preset_name, "params": self.to_dict()}
         return model

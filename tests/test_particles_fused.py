@@ -247,3 +247,74 @@ def test_chunks_do_not_change_the_agents(monkeypatch):
         assert np.array_equal(r.theta, runs[0].theta) and np.array_equal(r.h, runs[0].h)
         np.testing.assert_array_equal(r.summaries["mean_fitness"],
                                       runs[0].summaries["mean_fitness"])
+
+
+# --------------------------------------------------------------------------------------------
+# the joint Gaussian move of an affine centre
+# --------------------------------------------------------------------------------------------
+def _joint_args(slope, offset=0.2, D=0.5, dt=0.05, Kq=1.3, T=0.05, eps=0.02):
+    x = Kq * dt / eps
+    dec = np.exp(-x)
+    sd = np.sqrt(T / Kq * -np.expm1(-2 * x))
+    a = np.sqrt(D * dt)
+    beta = (1 - dec) * slope * np.sqrt(D * dt / 2)
+    gamma = np.sqrt(sd ** 2 + (1 - dec) ** 2 * slope ** 2 * D * dt / 2)
+    return (np.sqrt(2 * D * dt), beta, gamma, dec, slope, offset, a, a, sd), (dec, sd, a)
+
+
+def test_joint_kernel_matches_its_python_version():
+    rng = np.random.default_rng(2)
+    n = 3001
+    th, h = rng.normal(size=n), rng.uniform(-1.0, 1.0, n)      # many agents near the box
+    coef, _ = _joint_args(0.8)
+    nonce = (np.uint64(4), np.uint64(5), np.uint64(6), np.uint64(0))
+    box = (-1.0, 1.0, 1, 0.0, 0.0, False)
+    t1, h1, t2, h2 = th.copy(), h.copy(), th.copy(), h.copy()
+    K.joint(t1, h1, *nonce, *coef, *box)
+    K._joint_py(t2, h2, *nonce, *coef, *box)
+    assert np.array_equal(t1, t2) and np.array_equal(h1, h2)
+    assert h1.min() >= -1.0 and h1.max() <= 1.0
+
+
+@pytest.mark.parametrize("h0", [0.0, 2.95])
+@pytest.mark.parametrize("slope", [1.0, -0.7, 0.0])
+def test_joint_move_has_the_law_of_the_three_sub_steps(h0, slope):
+    """Two normals per agent give the law of M(Δt/2) O(Δt) M(Δt/2) drawn with three (numpy,
+    reflecting box [−3, 3]): in the interior, and at h0 = 2.95 where the box acts and the
+    agents take the sub-steps one by one."""
+    n = 200_000
+    rng = np.random.default_rng(int(10 * h0 + 3 * slope + 7))
+    th, h = rng.normal(0.3, 0.2, n), np.full(n, h0)
+    coef, (dec, sd, a) = _joint_args(slope)
+    box = (-3.0, 3.0, 1, 0.0, 0.0, False)
+    t1, h1 = th.copy(), h.copy()
+    K.joint(t1, h1, np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(0), *coef, *box)
+
+    def reflect(x):
+        return np.where(x > 3.0, 6.0 - x, np.where(x < -3.0, -6.0 - x, x))
+
+    z = rng.standard_normal((3, n))
+    hh = reflect(h + a * z[0])
+    c = slope * hh + 0.2
+    tt = c + (th - c) * dec + sd * z[1]
+    hh = reflect(hh + a * z[2])
+    for u, v in ((t1, tt), (h1, hh), (t1 + h1, tt + hh), (t1 - h1, tt - hh)):
+        assert stats.ks_2samp(u, v).pvalue > 1e-4
+
+
+def test_affine_center_declaration():
+    c = pp.AffineCenter(2.0, -1.0)
+    np.testing.assert_allclose(c(np.array([0.0, 1.5])), [-1.0, 2.0])
+    assert c == pp.AffineCenter(2, -1) and "slope=2.0" in repr(c)
+    import pickle
+    assert pickle.loads(pickle.dumps(c)) == c
+    with pytest.raises(TypeError, match="slope must be a finite number"):
+        pp.AffineCenter("h")
+    model = GP.model()
+    ens = simulate_particles(model, 2000, gaussian_init(GP), 0.2, 0.05, seed=1)
+    assert ens.info["fused_pass"] == "joint Gaussian move"
+    plain = pp.Model(model.loss, model.fitness, temperature=GP.T, eps=GP.eps,
+                     selection=model.selection, mutation=model.mutations[0],
+                     quadratic=(GP.K, lambda h: GP.a * h + GP.b))
+    ens = simulate_particles(plain, 2000, gaussian_init(GP), 0.2, 0.05, seed=1)
+    assert ens.info["fused_pass"] == "two passes around the callables"

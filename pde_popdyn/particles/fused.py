@@ -6,7 +6,11 @@ What it covers (``engine="fused"``, the default where it applies):
 * the exact Ornstein–Uhlenbeck fast step of a loss declared ``quadratic=(K, center)``, with
   K, center, T and m constants (then the whole time step is one pass) or callables of h
   (evaluated in numpy once per step, one vector operation each, at the h the OU step sees;
-  with Strang splitting the pass is then cut in two around that evaluation);
+  with Strang splitting the pass is then cut in two around that evaluation). With θ ∈ R,
+  constant K, T, m and a constant or :class:`~pde_popdyn.AffineCenter` centre, the Strang
+  pass M(Δt/2) O(Δt) M(Δt/2) is sampled as the joint Gaussian move of (θ, h) it is, with two
+  normals per agent instead of three (agents near the ends of the h-box take the three
+  sub-steps one by one, so that the boundary rule acts as in the composition);
 * continuous mutations that are Brownian moves in h (:class:`~pde_popdyn.Diffusion`; several
   add their coefficients), with the reflecting, periodic or clipping boundary rule;
 * any selection rule: the rules keep their particle faces; systematic resampling (the
@@ -82,6 +86,16 @@ class FusedStep:
         Kq, c = model.quadratic
         self.callable_fields = any(callable(v) for v in (Kq, c, model.temperature,
                                                           model.mobility))
+        # an affine centre with constant coefficients: the Strang pass is one Gaussian move of
+        # (θ, h), two normals per agent (kernels.joint; AffineCenter has the algebra)
+        from ..model import AffineCenter
+        constant = not any(callable(v) for v in (Kq, model.temperature, model.mobility))
+        if constant and isinstance(c, AffineCenter):
+            self.affine = (c.slope, c.offset)
+        elif constant and not callable(c) and np.ndim(c) == 0:
+            self.affine = (0.0, float(c))
+        else:
+            self.affine = None
         self._ou_cache: dict[float, tuple] = {}
 
     # -- the OU coefficients -------------------------------------------------------------
@@ -119,6 +133,21 @@ class FusedStep:
             crow, ccol = True, cv.shape[1] > 1
         return dec, sd, np.ascontiguousarray(cv, dtype=float).reshape(-1), crow, ccol
 
+    def _joint_coefficients(self, dt: float) -> tuple:
+        """(s, β, γ, dec, slope, offset, a1, a2, sd) of :func:`kernels.joint` for Δt."""
+        m = self.model
+        Kq = float(m.quadratic[0])
+        x = float(m.mobility) * Kq * dt / m.eps
+        dec = float(np.exp(-x))
+        sd = float(np.sqrt(float(m.temperature) / Kq * -np.expm1(-2 * x)))
+        slope, offset = self.affine
+        half = self.D * dt                                  # a1² = a2² = DΔt
+        beta = (1.0 - dec) * slope * np.sqrt(0.5 * half)
+        gamma = np.sqrt(sd * sd + (1.0 - dec) ** 2 * slope * slope * 0.5 * half)
+        a = float(np.sqrt(half))
+        return (float(np.sqrt(2.0 * half)), float(beta), float(gamma), dec, slope, offset, a,
+                a, sd)
+
     # -- one time step ---------------------------------------------------------------------
     def __call__(self, P, dt: float, strang: bool, fitness=None) -> np.ndarray | None:
         """Advance P over Δt in place; with ``fitness`` (the model's F(θ, h)), also return F of
@@ -137,10 +166,16 @@ class FusedStep:
         none = np.zeros(1)
         F = np.empty(n) if fitness is not None else None
         split = strang and self.callable_fields and a_half
+        joint = self._joint_coefficients(dt) if strang and a_half and d == 1 and \
+            self.affine is not None else None
+        self.stats["fused_pass"] = ("joint Gaussian move" if joint is not None else
+                                    "two passes around the callables" if split else "one pass")
         for c0 in range(0, n, CHUNK):
             c1 = min(c0 + CHUNK, n)
             tb, hb, base = tf[c0 * d:c1 * d], h[c0:c1], np.uint64(c0)
-            if split:
+            if joint is not None:
+                K.joint(tb, hb, n0, n1, n2, base, *joint, *box)
+            elif split:
                 # M(Δt/2) first, so that the callables see the h the OU step uses
                 K.advance(tb, d, hb, n0, n1, n2, base, a_half, 0.0, False, none, none, none,
                           False, False, *box)

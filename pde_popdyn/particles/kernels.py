@@ -4,6 +4,8 @@
   block by block: the block's normals are drawn from the counter-based generator of
   :mod:`pde_popdyn.particles.counter` into buffers that stay in the L1 cache, then the block's
   agents are updated in place. No array of size N is allocated.
+* :func:`joint` — the same Strang pass with two normals per agent instead of three, when the
+  OU centre is affine in h (θ ∈ R, constant coefficients).
 * :func:`log_weights` — w_i = e^{κτ(F_i − max F)} in place, and Σ w.
 * :func:`systematic_counts_into` and :func:`fill_in_place` — systematic resampling in place,
   O(N) without sorting: agent i gets c_i = ⌊o + g C_i⌋ − ⌊o + g C_{i−1}⌋ copies (C_i the
@@ -150,6 +152,72 @@ def _advance_py(tf, d, h, n0, n1, n2, base, a1, a2, do_o, dec, sd, cf, crow, cco
                 hb[k] += a2 * z[k]
             if kind != 0:
                 fix_block(hb, m, lo, hi, kind)
+
+
+#: agents closer than this many mutation standard deviations to the box take the exact
+#: three-normal composition in :func:`joint` (beyond it the Gaussian tail is < 10⁻²²)
+JOINT_MARGIN = 10.0
+
+
+def _joint_py(tf, h, n0, n1, n2, base, s, beta, gamma, dec, slope, offset, a1, a2, sd, lo, hi,
+              kind, tlo, thi, twrap):
+    """One Strang pass M(a1) O M(a2) over agents base … base + N − 1 (θ ∈ R, constant OU
+    coefficients, centre c(h) = slope·h + offset) as the Gaussian move of (θ, h) it is:
+    h ← h + s ζ₁, θ ← c(h) + (θ − c(h))·dec + β ζ₁ + γ ζ₂ (ζ₁ from stream 0, ζ₂ from stream 1:
+    two normals per agent; :class:`pde_popdyn.AffineCenter` has the coefficients).
+
+    With a box (``kind`` ≠ 0), an agent within ``JOINT_MARGIN``·s of its ends takes the three
+    sub-steps one by one, with the boundary rule after each mutation: ξ₁ = ζ₁, ξ₂ = ζ₂ and ξ₃
+    from stream 2, so that the law is the composition's wherever the box can act."""
+    n = h.shape[0]
+    B = BLOCK
+    z1 = np.empty(B + 2)
+    z2 = np.empty(B + 2)
+    z3 = np.empty(2)
+    w1 = np.empty(B + 2, np.uint64)
+    w2 = np.empty(B + 2, np.uint64)
+    ix = np.empty(B + 2, np.int64)
+    lo_in, hi_in = lo + JOINT_MARGIN * s, hi - JOINT_MARGIN * s
+    for b0 in range(0, n, B):
+        m = min(B, n - b0)
+        me = m + (m & 1)
+        e0 = base + np.uint64(b0)
+        normals_into(n0, n1, n2, np.uint64(STREAM_H1), e0, me, z1, w1, w2, ix, ZIG_X, ZIG_F,
+                     ZIG_R, ZIG_K)
+        normals_into(n0, n1, n2, np.uint64(STREAM_THETA), e0, me, z2, w1, w2, ix, ZIG_X,
+                     ZIG_F, ZIG_R, ZIG_K)
+        hb = h[b0:b0 + m]
+        tb = tf[b0:b0 + m]
+        near = False
+        if kind != 0:
+            for k in range(m):              # a vectorised test first: the box is usually far
+                near |= (hb[k] < lo_in) | (hb[k] > hi_in)
+        if not near:
+            for k in range(m):
+                c = slope * hb[k] + offset
+                tb[k] = c + (tb[k] - c) * dec + beta * z1[k] + gamma * z2[k]
+                hb[k] += s * z1[k]
+        else:
+            for k in range(m):
+                x = hb[k]
+                if lo_in <= x <= hi_in:
+                    c = slope * x + offset
+                    tb[k] = c + (tb[k] - c) * dec + beta * z1[k] + gamma * z2[k]
+                    hb[k] = x + s * z1[k]
+                    continue
+                x = x + a1 * z1[k]
+                if x < lo or x > hi:
+                    x = fold(x, lo, hi, kind)
+                c = slope * x + offset
+                tb[k] = c + (tb[k] - c) * dec + sd * z2[k]
+                e = e0 + np.uint64(k)
+                normals_into(n0, n1, n2, np.uint64(STREAM_H2), e - (e & np.uint64(1)), 2, z3,
+                             w1, w2, ix, ZIG_X, ZIG_F, ZIG_R, ZIG_K)
+                hb[k] = x + a2 * z3[e & np.uint64(1)]
+        if kind != 0:
+            fix_block(hb, m, lo, hi, kind)
+        if twrap:
+            fix_block(tb, m, tlo, thi, 2)
 
 
 _LOG2E = 1.4426950408889634
@@ -379,13 +447,14 @@ if HAVE_NUMBA:
     exp_block = _jit(_exp_block_py)
     block_sum = _jit(_block_sum_py)
     advance = _jit(_advance_py)
+    joint = _jit(_joint_py)
     log_weights = _jit(_log_weights_py)
     systematic_counts_into = _jit(_counts_py)
     fill_in_place = _jit(_fill_py)
     moments = _jit(_moments_py)
     bin2d = _jit(_bin2d_py)
 else:  # pragma: no cover - exercised only without numba
-    fold, fix_block, advance = _fold_py, _fix_block_py, _advance_py
+    fold, fix_block, advance, joint = _fold_py, _fix_block_py, _advance_py, _joint_py
     ou_block, exp_block, block_sum = _ou_block_py, _exp_block_py, _block_sum_py
     log_weights, systematic_counts_into, fill_in_place = _log_weights_py, _counts_py, _fill_py
     moments, bin2d = _moments_py, _bin2d_py

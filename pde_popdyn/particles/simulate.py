@@ -246,6 +246,7 @@ def _run_local(setup: RunSetup, args: dict, *, output, overwrite, progress, trac
         "mala_acceptance": (sim.stats["mala_accepted"] / sim.stats["mala_proposed"]
                             if sim.stats["mala_proposed"] else None),
         "last_bandwidth": sim.stats["last_bandwidth"],
+        "fused_pass": sim.stats.get("fused_pass"),
     }
     finish_output(writer, rec, info)
     state: dict[str, Any] = {"rng": rng.bit_generator.state}
