@@ -43,8 +43,14 @@ discrete Gibbs state ρπ_h does not move. The entry point is :func:`make_joint_
 
 Known limits, measured by ``python -m benchmarks ap``:
 
-* the error is below C·Δt² with one C for every ε, but C moves between its non-stiff and its
-  stiff value as Δt crosses ε, so a fit over Δt ∈ [ε/10, 100ε] can show a slope below 2;
+* the error is below C·Δt² with one C for every ε; from data on the slow manifold (ρ0·π_h)
+  the fitted order is 2 at every ε. From data off it, mutation acts during the initial layer
+  (the first O(ε) of time, while the θ-profiles relax) on profiles that a step with Δt ≫ ε
+  sees relaxed at its midpoint. The slow projection of that missed term is l₀ᵀ D∂²_h X with X
+  the layer's time integral (O(ε), l₀ᵀX = 0) and l₀ = 1 + O(εκ) the left Perron vector, so it
+  is O(ε²κD): an error of about 0.02·ε² in E[h] for D = 0.01, κ = 1 (measured: ε²-scaling from
+  ε = 3e-3 to 3e-4, linear in D) that Δt does not reduce while Δt ≫ ε. It lowers the fitted
+  slope over Δt ∈ [0.006, 0.1] to about 1.6 at ε = 1e-2 … 1e-3 only;
 * replicator: at the end of a step the θ-profiles lack the O(εD) part by which mutation keeps
   them out of local equilibrium (it is created in the middle of the step and has relaxed by the
   end); the h-marginal is not affected, the whole density's error stops falling at O(εD) once
