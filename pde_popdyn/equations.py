@@ -93,15 +93,28 @@ class _DensitySystem:
     def prepare(self, dt: float, n_steps: int) -> None:
         """Build what depends on Δt before the run (set-up cost)."""
 
+    _time: float | None = None
+
+    def set_time(self, t: float) -> None:
+        """The run's time at the start of the next step(s): a stepper whose first steps after
+        the initial data differ (the AP step's initial-layer correction) reads it."""
+        self._time = float(t)
+
+    def _pass_time(self) -> None:
+        if hasattr(self._step, "time"):
+            self._step.time = self._time
+
     def step(self, f: np.ndarray, dt: float) -> np.ndarray:
         if self._step is None:
             self.prepare(dt, 0)
+        self._pass_time()
         return self._step(f, dt)
 
     def advance(self, f: np.ndarray, dt: float, n: int) -> np.ndarray:
         """n steps at once (a stepper that merges the half steps between them does so)."""
         if self._step is None:
             self.prepare(dt, n)
+        self._pass_time()
         advance = getattr(self._step, "advance", None)
         if advance is not None:
             return advance(f, dt, n)
@@ -222,6 +235,8 @@ class JointSystem(_DensitySystem):
             self._step = ap.make_joint_stepper(self.op, self.model, self.grid, self.setting,
                                                self.fitness, dt, splitting=self.splitting,
                                                spectral=self.scheme == "spectral")
+            if hasattr(self._step, "event_interval") and self.model.selection_active:
+                self._step.event_interval = self.model.selection.interval
             self.substeps = [self._step]
         elif n_steps:
             kw = {"n_steps": n_steps} if self.scheme == "fv" else {}

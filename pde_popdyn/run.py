@@ -278,8 +278,11 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
             saved_last = 0
             for tr in tracks:
                 tr.start(schedule.t0, state, schedule)
+            set_time = getattr(system, "set_time", None)
             while k < schedule.n_steps:
                 target = next_stop(k)
+                if set_time is not None:
+                    set_time(schedule.time(k))
                 if advance is not None:
                     state = advance(state, schedule.dt, target - k)
                 else:

@@ -132,8 +132,46 @@ def _top_two_py(a, b2, lo, hi, tol, out):  # pragma: no cover
             out[j, r] = 0.5 * (left + right)
 
 
+def _shifted_solve_py(sub, sup, diag, shifts, rhs, out):
+    """out[q] += Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column: T tridiagonal with ``diag``
+    (ncol, n), ``sub`` T[p+1, p] and ``sup`` T[p, p+1] (ncol, n−1); ``shifts`` (K, 2) holds
+    (a_k, c_k). Thomas elimination without pivoting (T − ia is column diagonally dominant when
+    T is)."""
+    ncol, n = diag.shape
+    cp = np.empty(n, dtype=np.complex128)
+    dp = np.empty(n, dtype=np.complex128)
+    for q in range(ncol):
+        for k in range(shifts.shape[0]):
+            a, c = shifts[k, 0], shifts[k, 1]
+            den = diag[q, 0] - 1j * a
+            if n > 1:
+                cp[0] = sup[q, 0] / den
+            dp[0] = rhs[q, 0] / den
+            for p in range(1, n):
+                den = diag[q, p] - 1j * a - sub[q, p - 1] * cp[p - 1]
+                if p < n - 1:
+                    cp[p] = sup[q, p] / den
+                dp[p] = (rhs[q, p] - sub[q, p - 1] * dp[p - 1]) / den
+            x = dp[n - 1]
+            out[q, n - 1] += c * x.real
+            for p in range(n - 2, -1, -1):
+                x = dp[p] - cp[p] * x
+                out[q, p] += c * x.real
+
+
+def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
+    """Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column (see :func:`_shifted_solve_py`); arrays laid out
+    (ncol, ·), ``shifts`` a (K, 2) array of (a_k, c_k)."""
+    sub, sup, diag, shifts, rhs = (np.ascontiguousarray(x, dtype=np.float64)
+                                   for x in (sub, sup, diag, shifts, rhs))
+    out = np.zeros_like(rhs)
+    (_shifted_solve_nb if HAVE_NUMBA else _shifted_solve_py)(sub, sup, diag, shifts, rhs, out)
+    return out
+
+
 if HAVE_NUMBA:
     _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
+    _shifted_solve_nb = numba.njit(cache=True, nogil=True)(_shifted_solve_py)
     _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)

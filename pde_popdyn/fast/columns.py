@@ -104,7 +104,8 @@ class ColumnGenerator:
             self._gap = np.maximum(lam[:, 1] - lam[:, 0], 0.0)
         return self._gap
 
-    def perron(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def perron(self, cols: np.ndarray, tol: float = _PERRON_TOL
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(r₀, l₀, λ₀ − d̂, converged) on ``cols``: r₀ sums to 1, l₀ᵀr₀ = 1, shape (n, k).
 
         Constant-d columns are exact (π, 1, 0). Others: inverse iteration x ← (−G')⁻¹x with
@@ -126,8 +127,8 @@ class ColumnGenerator:
                 xn /= xn.sum(axis=1, keepdims=True)
                 zn = gth_solve(up, down, kill, z, transpose=True)
                 zn /= zn.max(axis=1, keepdims=True)
-                done = ((np.abs(xn - x) <= _PERRON_TOL * xn).all(axis=1)
-                        & (np.abs(zn - z) <= _PERRON_TOL * zn).all(axis=1))
+                done = ((np.abs(xn - x) <= tol * xn).all(axis=1)
+                        & (np.abs(zn - z) <= tol * zn).all(axis=1))
                 x, z = xn, zn
                 if done.all():
                     break
