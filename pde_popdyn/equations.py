@@ -100,21 +100,24 @@ class _DensitySystem:
         the initial data differ (the AP step's initial-layer correction) reads it."""
         self._time = float(t)
 
-    def _pass_time(self) -> None:
+    def _pass_time(self, dt: float, n: int) -> None:
+        """Give the stepper the time of the steps it is about to take, and move on by them."""
         if hasattr(self._step, "time"):
             self._step.time = self._time
+        if self._time is not None:
+            self._time += n * dt
 
     def step(self, f: np.ndarray, dt: float) -> np.ndarray:
         if self._step is None:
             self.prepare(dt, 0)
-        self._pass_time()
+        self._pass_time(dt, 1)
         return self._step(f, dt)
 
     def advance(self, f: np.ndarray, dt: float, n: int) -> np.ndarray:
         """n steps at once (a stepper that merges the half steps between them does so)."""
         if self._step is None:
             self.prepare(dt, n)
-        self._pass_time()
+        self._pass_time(dt, n)
         advance = getattr(self._step, "advance", None)
         if advance is not None:
             return advance(f, dt, n)
