@@ -176,7 +176,7 @@ class InitialLayer:
     clipped mass recorded.
     """
 
-    def __init__(self, gen, axes: list, r, l, lam):
+    def __init__(self, gen, axes: list, r, l, lam, x_min: float | None = None):
         self.gen, self.axes = gen, axes
         self.r, self.l, self.lam = r, l, lam
         self.clipped = 0.0
@@ -185,10 +185,13 @@ class InitialLayer:
         # T[p, p+1] = −down_p (laid out (ncol, ·) for the kernel)
         self.diag = (op.out_rate - gen.dp + (lam - gen.dmax)[None, :]).T.copy()
         self.sub, self.sup = (-op.up).T.copy(), (-op.down).T.copy()
-        self.shifts = _phi_shifts()
+        # where x = Δt·gap ≥ x_min ≥ 80 on every column, φ(x) = 1/x to e^{−40}: one solve,
+        # x/(x² + a²) with a = 10⁻³x_min (1/x to 10⁻⁶ on the transient, 0 on the Perron mode)
+        self.shifts = (_phi_shifts() if x_min is None else
+                       np.array([[1e-3 * x_min, 1.0]]))
 
     @classmethod
-    def build(cls, prop, mutation: list):
+    def build(cls, prop, mutation: list, dt: float):
         """The correction for this propagator and these mutation sub-steps, or None where it
         does not apply (see the class docstring)."""
         from .slow.mutation import DiffusionStep, HDiffusion
@@ -212,7 +215,9 @@ class InitialLayer:
             r[:, todo], l[:, todo], lam_p[todo], ok = gen.perron(todo, tol=1e-10)
             if not ok.all():
                 return None
-        return cls(gen, axes, r, l, lam_p + gen.dmax)
+        gap = getattr(prop, "gap", None)
+        x_min = float(dt * gap.min()) if gap is not None and gap.size else 0.0
+        return cls(gen, axes, r, l, lam_p + gen.dmax, x_min if x_min >= 80.0 else None)
 
     def _q(self, x: np.ndarray) -> np.ndarray:
         return x - self.r * (self.l * x).sum(axis=0)
@@ -311,7 +316,7 @@ class LinearStepper(_Stepper):
         if t >= 0.5 * self.dt and not after_event:
             return f
         if self._layer is None:
-            self._layer = InitialLayer.build(self.prop, self._mutation_steps) or False
+            self._layer = InitialLayer.build(self.prop, self._mutation_steps, self.dt) or False
         if not self._layer:
             return f
         self.layer_corrections += 1

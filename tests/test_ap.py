@@ -288,7 +288,7 @@ def test_initial_layer_correction_keeps_second_order_off_the_manifold(layer_refe
     sol = pp.solve(model, grid, f0, 0.5, 0.1, progress=False)
     info = next(iter(sol.info["fast_step"].values()))
     assert info["initial_layer_corrections"] == 1
-    monkeypatch.setattr(ap.InitialLayer, "build", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(ap.InitialLayer, "build", classmethod(lambda cls, *a, **k: None))
     old = np.array([h_moments(grid, run(model, grid, f0, 0.5, dt)) - ref for dt in dts])
     assert slope(dts, new[:, 0]) > 1.9, new[:, 0]
     assert slope(dts, old[:, 0]) < 1.75, old[:, 0]
