@@ -207,12 +207,13 @@ class InitialLayer:
         if not axes:
             return None
         # Perron data: kept by the propagator where its columns are rank one, else by inverse
-        # iteration to 1e-10 (an error δ leaves a slow part of size δ in Q f₀, on which φ ≈ 0)
+        # iteration to 1e-6 (the correction is O(εκ) times |M X|, which an error δ of l₀
+        # changes by δ|M X|: a relative 1e-6/(εκ))
         r, l = prop.r.copy(), prop.lvec.copy()
         lam_p = prop.rate.copy()
         todo = np.flatnonzero(~(prop.certain | prop.cond))
         if todo.size:
-            r[:, todo], l[:, todo], lam_p[todo], ok = gen.perron(todo, tol=1e-10)
+            r[:, todo], l[:, todo], lam_p[todo], ok = gen.perron(todo, tol=1e-6)
             if not ok.all():
                 return None
         gap = getattr(prop, "gap", None)
