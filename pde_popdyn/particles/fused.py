@@ -110,11 +110,7 @@ class FusedStep:
         m = self.model
         Kq, c = m.quadratic
         if not (callable(Kq) or callable(m.temperature) or callable(m.mobility)):
-            if tau not in self._ou_cache:
-                x = float(m.mobility) * float(Kq) * tau / m.eps
-                self._ou_cache[tau] = (np.array([np.exp(-x)]), np.array(
-                    [np.sqrt(float(m.temperature) / float(Kq) * -np.expm1(-2 * x))]))
-            dec, sd = self._ou_cache[tau]
+            dec, sd = self._ou_constant(tau)
         else:
             Kv, Tv, mv = self._value(Kq, h), self._value(m.temperature, h), \
                 self._value(m.mobility, h)
@@ -133,13 +129,19 @@ class FusedStep:
             crow, ccol = True, cv.shape[1] > 1
         return dec, sd, np.ascontiguousarray(cv, dtype=float).reshape(-1), crow, ccol
 
+    def _ou_constant(self, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """(e^{−x}, √(T/K (1 − e^{−2x}))), x = mKτ/ε, for constant K, T, m (cached per τ)."""
+        if tau not in self._ou_cache:
+            m = self.model
+            Kq = float(m.quadratic[0])
+            x = float(m.mobility) * Kq * tau / m.eps
+            self._ou_cache[tau] = (np.array([np.exp(-x)]), np.array(
+                [np.sqrt(float(m.temperature) / Kq * -np.expm1(-2 * x))]))
+        return self._ou_cache[tau]
+
     def _joint_coefficients(self, dt: float) -> tuple:
         """(s, β, γ, dec, slope, offset, a1, a2, sd) of :func:`kernels.joint` for Δt."""
-        m = self.model
-        Kq = float(m.quadratic[0])
-        x = float(m.mobility) * Kq * dt / m.eps
-        dec = float(np.exp(-x))
-        sd = float(np.sqrt(float(m.temperature) / Kq * -np.expm1(-2 * x)))
+        dec, sd = (float(v[0]) for v in self._ou_constant(dt))
         slope, offset = self.affine
         half = self.D * dt                                  # a1² = a2² = DΔt
         beta = (1.0 - dec) * slope * np.sqrt(0.5 * half)

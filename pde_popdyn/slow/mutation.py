@@ -84,14 +84,7 @@ class DiffusionStep:
         if self.coefficient == 0.0 or tau == 0.0:
             return f
         mass = f.sum()
-        if self.periodic:
-            c = sfft.rfft(f, axis=self.axis)
-            c *= self._factor(tau, c.ndim)
-            g = sfft.irfft(c, n=self.cells, axis=self.axis)
-        else:
-            c = sfft.dct(f, type=2, axis=self.axis, norm="ortho")
-            c *= self._factor(tau, c.ndim)
-            g = sfft.idct(c, type=2, axis=self.axis, norm="ortho")
+        g = self._diagonal(f, self._factor(tau, f.ndim))
         # clip the round-off (FV) or the spectrally small undershoot (spectral), recording
         # what it removed, and restore the mass; for smooth data this leaves the spectral
         # convergence rate intact
@@ -99,19 +92,21 @@ class DiffusionStep:
         return g * (mass / g.sum())
 
 
+    def _diagonal(self, f: np.ndarray, mult: np.ndarray) -> np.ndarray:
+        """f with its modes (DCT-II, or real FFT when periodic) multiplied by ``mult``."""
+        if self.periodic:
+            return sfft.irfft(sfft.rfft(f, axis=self.axis) * mult, n=self.cells, axis=self.axis)
+        return sfft.idct(sfft.dct(f, type=2, axis=self.axis, norm="ortho") * mult, type=2,
+                         axis=self.axis, norm="ortho")
+
     def generator(self, f: np.ndarray) -> np.ndarray:
         """D ∂²_h f with the step's eigenvalues, for signed f (no clipping, no mass fix): the
         derivative of the step at τ = 0."""
         if self.coefficient == 0.0:
             return np.zeros_like(f)
-        lam = -self.coefficient * self.lam
         shape = [1] * f.ndim
-        shape[self.axis] = lam.size
-        lam = lam.reshape(shape)
-        if self.periodic:
-            return sfft.irfft(sfft.rfft(f, axis=self.axis) * lam, n=self.cells, axis=self.axis)
-        return sfft.idct(sfft.dct(f, type=2, axis=self.axis, norm="ortho") * lam, type=2,
-                         axis=self.axis, norm="ortho")
+        shape[self.axis] = self.lam.size
+        return self._diagonal(f, (-self.coefficient * self.lam).reshape(shape))
 
 
 def neumann_laplacian(cells: int, width: float, periodic: bool = False) -> sp.csr_matrix:
