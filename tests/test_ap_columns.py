@@ -58,7 +58,7 @@ def reference(op, d, tau, lam=None):
 
 @pytest.mark.parametrize("periodic", [False, True])
 @pytest.mark.parametrize("eps", [1.0, 1e-2, 1e-4, 1e-7])
-@pytest.mark.parametrize("branch", ["auto", "uniformisation", "dense"])
+@pytest.mark.parametrize("branch", ["auto", "uniformisation", "dense", "rational"])
 @pytest.mark.parametrize("kind", ["fast", "selection", "jump"])
 def test_every_branch_is_the_exponential(periodic, eps, branch, kind):
     op, F, grid = case(eps, periodic)
@@ -67,6 +67,10 @@ def test_every_branch_is_the_exponential(periodic, eps, branch, kind):
     gen = ColumnGenerator(op, d)
     if branch == "uniformisation" and gen.c.max() * 0.02 > 1e4:
         pytest.skip("forced uniformisation of a stiff column: cτ terms per step")
+    if branch == "rational" and (periodic or lam is not None):
+        with pytest.raises(ValueError, match="branch='rational'"):
+            ColumnPropagator(gen, 0.01, lam=lam, branch=branch)
+        return
     prop = ColumnPropagator(gen, 0.01, lam=lam, branch=branch)
     rng = np.random.default_rng(3)
     far = rng.random(grid.shape)                                    # far from equilibrium
@@ -93,7 +97,8 @@ def test_branches_are_chosen_by_stiffness():
         op, F, _ = case(eps)
         summaries[eps] = ColumnPropagator(ColumnGenerator(op, 2.0 * F), 0.01).summary
     assert summaries[1.0]["projection"] == 0
-    assert summaries[1e-3]["dense"] + summaries[1e-3]["uniformisation"] > 0
+    assert (summaries[1e-3]["dense"] + summaries[1e-3]["uniformisation"]
+            + summaries[1e-3]["rational"]) > 0
     assert summaries[1e-7]["projection"] == 6 and summaries[1e-7]["dense"] == 0
 
 
@@ -170,3 +175,75 @@ def test_dense_kernels_run_single_threaded():
     with blas_single_thread():
         blas = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
         assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+# -- the rational branch (fast.rational) -----------------------------------------------------
+def test_rational_nodes_approximate_exp_on_the_half_line():
+    from pde_popdyn.fast.rational import exp_nodes, rational_exp
+    z, gamma, delta = exp_nodes()
+    assert rational_exp(0.0, z, gamma) == pytest.approx(1.0, abs=1e-15)   # top mode exact
+    s = -np.concatenate([np.linspace(0, 3, 301), np.logspace(0.5, 12, 500)])
+    err = np.abs(rational_exp(s, z, gamma) - np.exp(s)).max()
+    assert err <= delta * 1.01 and delta < 1e-12
+
+
+def test_rational_factors_solve_the_shifted_systems():
+    from pde_popdyn.fast._column_kernels import RationalFactors
+    rng = np.random.default_rng(0)
+    n, m = 9, 4
+    up, down = rng.random((n - 1, m)), rng.random((n - 1, m))
+    diag = -(np.r_[up, np.zeros((1, m))] + np.r_[np.zeros((1, m)), down]) - rng.random((n, m))
+    shifts = np.array([[1.0 + 2.0j] * m, [0.5 - 0.1j] * m, [3.0 + 0j] * m])
+    gamma = np.array([0.3 - 1.0j, 2.0 + 0.5j, -0.7 + 0j])
+    x = rng.random((n, m))
+    got = RationalFactors(up, down, diag, shifts, gamma).apply(x, np.zeros((n, m)))
+    for j in range(m):
+        T = np.diag(diag[:, j]) + np.diag(up[:, j], -1) + np.diag(down[:, j], 1)
+        ref = sum((g * np.linalg.solve(T - s * np.eye(n), x[:, j])).real
+                  for g, s in zip(gamma, shifts[:, j]))
+        np.testing.assert_allclose(got[:, j], ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["fast", "selection"])
+def test_rational_branch_near_equilibrium_needs_no_fallback(kind):
+    """Near ρπ every column goes through the shifted solves (no uniformisation fallback) and
+    matches expm; with d = 0 the Gibbs state is fixed and the column masses are exact."""
+    op, F, grid = case(1e-3)
+    d = 2.0 * F if kind == "selection" else None
+    prop = ColumnPropagator(ColumnGenerator(op, d), 0.01, branch="rational")
+    assert prop.summary["rational"] == grid.n_h
+    near = op.gibbs * (1 + 0.3 * np.sin(grid.theta)[:, None]) * np.linspace(1, 2, grid.n_h)
+    for k in (1, 2):
+        E, _ = reference(op, d, 0.01 * k)
+        out = prop.apply(near, k)
+        ref = np.einsum("jil,lj->ij", E, near)
+        assert np.abs(out - ref).max() <= 1e-11 * np.abs(ref).max()
+    assert prop.rational_fallbacks == 0
+    if d is None:
+        rho_pi = op.gibbs * np.linspace(1, 2, grid.n_h)
+        out = prop.apply(rho_pi, 2)
+        np.testing.assert_allclose(out.sum(0), rho_pi.sum(0), rtol=1e-14)
+        assert np.abs(out - rho_pi).max() <= 1e-13 * rho_pi.max()
+
+
+def test_rational_branch_tails_and_far_inputs():
+    """Round-off-sized content far in the tails of π is carried by the positive tail map and
+    its mass recorded; a column with real mass far from π is advanced by uniformisation."""
+    op, F, grid = case(1e-3)
+    prop = ColumnPropagator(ColumnGenerator(op), 0.01, branch="rational")
+    E, _ = reference(op, None, 0.01)
+    base = op.gibbs * np.linspace(1, 2, grid.n_h)
+    junk = base.copy()
+    junk[0] += 1e-17 * base.sum(0)                  # at the lowest θ-cell, where π ≈ 1e-40
+    out = prop.apply(junk, 1)
+    assert prop.rational_fallbacks == 0
+    assert 0 < prop.rational_tail_mass <= 1e-13 * base.sum(0).max() * grid.n_h
+    ref = np.einsum("jil,lj->ij", E, junk)
+    assert np.abs(out - ref).sum() <= 1e-11 * ref.sum()
+    far = base.copy()
+    far[0, 2] += 0.1 * base[:, 2].sum()            # 10% of a column's mass in that cell
+    out = prop.apply(far, 1)
+    assert prop.rational_fallbacks == 1
+    ref = np.einsum("jil,lj->ij", E, far)
+    assert np.abs(out - ref).max() <= 1e-9 * ref.max()
+    assert out.min() >= 0.0

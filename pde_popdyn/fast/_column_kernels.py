@@ -159,6 +159,90 @@ def _shifted_solve_py(sub, sup, diag, shifts, rhs, out):
                 out[q, p] += c * x.real
 
 
+def _rational_factor_py(sub, sup, diag, sr, si, ivr, ivi):
+    """Inverse Thomas pivots of T_j − s_kj for every pole k and column j (layout (n, ncol):
+    the inner loops run over contiguous columns). T has ``diag`` (n, ncol), ``sub`` T[p+1, p]
+    and ``sup`` T[p, p+1] (n−1, ncol); the shifts s = sr + i·si are (K, ncol). Stores the
+    real and imaginary parts of 1/pivot, (K, n, ncol) each; the multipliers are
+    sup[p]/pivot[p], recomputed when applied (half the memory traffic)."""
+    K = sr.shape[0]
+    n, ncol = diag.shape
+    for k in range(K):
+        for p in range(n):
+            for j in range(ncol):
+                dr = diag[p, j] - sr[k, j]
+                di = -si[k, j]
+                if p > 0:
+                    c = sub[p - 1, j] * sup[p - 1, j]
+                    dr -= c * ivr[k, p - 1, j]
+                    di -= c * ivi[k, p - 1, j]
+                m = dr * dr + di * di
+                ivr[k, p, j] = dr / m
+                ivi[k, p, j] = -di / m
+
+
+def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out, wr, wi, yr, yi):
+    """out += Σ_k Re[(gr_k + i gi_k) (T − s_k)⁻¹ x] per column, with the pivots of
+    :func:`_rational_factor_py`; x and out (n, ncol); wr/wi (n, ncol) and yr/yi (ncol,) are
+    workspace."""
+    K, n, ncol = ivr.shape
+    for k in range(K):
+        for j in range(ncol):
+            wr[0, j] = x[0, j] * ivr[k, 0, j]
+            wi[0, j] = x[0, j] * ivi[k, 0, j]
+        for p in range(1, n):
+            for j in range(ncol):
+                tr = x[p, j] - sub[p - 1, j] * wr[p - 1, j]
+                ti = -sub[p - 1, j] * wi[p - 1, j]
+                wr[p, j] = tr * ivr[k, p, j] - ti * ivi[k, p, j]
+                wi[p, j] = tr * ivi[k, p, j] + ti * ivr[k, p, j]
+        a, b = gr[k], gi[k]
+        for j in range(ncol):
+            yr[j] = wr[n - 1, j]
+            yi[j] = wi[n - 1, j]
+            out[n - 1, j] += a * yr[j] - b * yi[j]
+        for p in range(n - 2, -1, -1):
+            for j in range(ncol):
+                cr = sup[p, j] * ivr[k, p, j]
+                ci = sup[p, j] * ivi[k, p, j]
+                ur = wr[p, j] - (cr * yr[j] - ci * yi[j])
+                ui = wi[p, j] - (cr * yi[j] + ci * yr[j])
+                yr[j] = ur
+                yi[j] = ui
+                out[p, j] += a * ur - b * ui
+
+
+class RationalFactors:
+    """x ↦ Σ_k Re[γ_k (T_j − s_kj)⁻¹ x_j] per column j, T_j tridiagonal (real), by Thomas
+    elimination without pivoting, factored once (the shifted matrices must be column
+    diagonally dominant, as T − s is for a generator T when Re s ≥ 0).
+
+    ``sub``/``sup`` (n−1, ncol), ``diag`` (n, ncol), ``shifts`` complex (K, ncol), ``gamma``
+    complex (K,)."""
+
+    def __init__(self, sub, sup, diag, shifts, gamma):
+        sub, sup, diag = (np.ascontiguousarray(a, dtype=np.float64) for a in (sub, sup, diag))
+        shifts = np.asarray(shifts, dtype=np.complex128)
+        K = shifts.shape[0]
+        n, ncol = diag.shape
+        self.sub, self.sup = sub, sup
+        self.gr = np.ascontiguousarray(np.real(gamma), dtype=np.float64)
+        self.gi = np.ascontiguousarray(np.imag(gamma), dtype=np.float64)
+        self.iv = [np.zeros((K, n, ncol)) for _ in range(2)]
+        (_rational_factor_nb if HAVE_NUMBA else _rational_factor_py)(
+            sub, sup, diag, np.ascontiguousarray(shifts.real), np.ascontiguousarray(shifts.imag),
+            *self.iv)
+
+    def apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out += the rational sum applied to x (both (n, ncol), float64, C-contiguous)."""
+        n, ncol = x.shape
+        w = np.empty((2, n, ncol))
+        y = np.empty((2, ncol))
+        (_rational_apply_nb if HAVE_NUMBA else _rational_apply_py)(
+            self.sub, self.sup, *self.iv, self.gr, self.gi, x, out, w[0], w[1], y[0], y[1])
+        return out
+
+
 def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
     """Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column (see :func:`_shifted_solve_py`); arrays laid out
     (ncol, ·), ``shifts`` a (K, 2) array of (a_k, c_k)."""
@@ -172,6 +256,8 @@ def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
 if HAVE_NUMBA:
     _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
     _shifted_solve_nb = numba.njit(cache=True, nogil=True)(_shifted_solve_py)
+    _rational_factor_nb = numba.njit(cache=True, nogil=True)(_rational_factor_py)
+    _rational_apply_nb = numba.njit(cache=True, nogil=True)(_rational_apply_py)
     _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)

@@ -23,6 +23,12 @@ Each column is served by the cheapest exact representation, chosen per column:
 * **dense**: E(τ/2^s) by a banded uniformisation series, then s squarings (and the doubling
   Φ(2t) = Φ(t) + e^{−λt} E(t) Φ(t)); each column stops squaring as soon as its matrix has
   become rank one to round-off, which happens after ≈ log₂(c/gap) squarings whatever ε is;
+* **rational** (non-periodic θ, no integral): E(τ)x = e^{τλ₀} r(τ(G − λ₀))x with the rational
+  approximation r of :mod:`pde_popdyn.fast.rational` (K complex tridiagonal solves, factored
+  once): its cost does not grow with cτ. Its error is at most δ‖x‖ with ‖x‖² = Σx²/π, tested on
+  every input column (1e-12 of the mass); a column far in the tails of π that fails goes to
+  uniformisation for that step (``rational_fallbacks``). Entries of relative size δ below
+  zero are set to zero and recorded, and a constant-d column keeps its exact mass;
 * **rank one** (stiff columns): E(τ) = e^{τλ₀} r₀ l₀ᵀ with the Perron eigenvalue λ₀ and the
   right/left Perron vectors of G (l₀ᵀ r₀ = 1). They come from the converged dense matrix (row
   and column sums) or, without any dense work, from inverse iteration with the
@@ -36,7 +42,8 @@ Each column is served by the cheapest exact representation, chosen per column:
   round-off can leave entries of relative size 1e-16 below zero in the far tails: they are set
   to zero, the column mass restored, and the removed mass is recorded (``clipped_mass``).
 
-Everything runs in non-negative arithmetic except that resolvent subtraction; the dense
+Everything runs in non-negative arithmetic except that resolvent subtraction and the rational
+branch; the dense
 kernels run with single-threaded BLAS (threadpoolctl), so the set-up does not depend on the
 load of the machine.
 """
@@ -47,9 +54,10 @@ import numpy as np
 from scipy.special import gammainc
 
 from .._kernels import uniformised_series
-from ._column_kernels import banded_series, gth_solve, top_two_eigenvalues
+from ._column_kernels import RationalFactors, banded_series, gth_solve, top_two_eigenvalues
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
+from .rational import exp_nodes
 from .uniformisation import poisson_weights
 
 _DENSE_LEAD = 2.0          # cτ of the banded series that starts the squaring
@@ -60,6 +68,10 @@ _RELAX = 1.0               # a far-from-equilibrium input is first relaxed by δ
 _DENSE_BYTES = 2e9         # memory budget of the dense branch (squaring workspace included)
 _PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
 _PERRON_ITER = 200
+_RAT_TOL = 1e-12           # the per-input bound of the rational branch (relative to the mass)
+_TAIL_TOL = 1e-13          # tail mass it may carry by a positive approximate map (same scale)
+_RAT_APPLY = 4.5e-9        # seconds per cell and node of a rational application (one core)
+_RAT_FACTOR = 9e-9         # seconds per cell and node of its factorisation
 
 class ColumnGenerator:
     """G_j = A_j + diag(d_j) on every h-column of an :class:`~pde_popdyn.fast.fv.SGOperator`.
@@ -102,7 +114,13 @@ class ColumnGenerator:
                 S[:, 0, -1] = S[:, -1, 0] = np.sqrt(op.up_wrap * op.down_wrap)
                 lam = np.linalg.eigvalsh(S)[:, -2:]
             self._gap = np.maximum(lam[:, 1] - lam[:, 0], 0.0)
+            self._top = lam[:, 1]
         return self._gap
+
+    def top(self) -> np.ndarray:
+        """λ₀ of G − d̂ per column (the largest eigenvalue, ≤ 0; computed with the gap)."""
+        self.gap()
+        return self._top
 
     def perron(self, cols: np.ndarray, tol: float = _PERRON_TOL
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -186,8 +204,12 @@ class ColumnPropagator:
     def __init__(self, gen: ColumnGenerator, tau: float, *, lam: float | None = None,
                  n_applications: int = 100, branch: str = "auto",
                  cols: np.ndarray | None = None, project: bool = True):
-        if branch not in ("auto", "uniformisation", "dense"):
-            raise ValueError(f"branch={branch!r}: use 'auto', 'uniformisation' or 'dense'")
+        if branch not in ("auto", "uniformisation", "dense", "rational"):
+            raise ValueError(f"branch={branch!r}: use 'auto', 'uniformisation', 'dense' or "
+                             f"'rational'")
+        if branch == "rational" and (gen.periodic or (lam is not None and lam > 0)):
+            raise ValueError("branch='rational' needs a non-periodic θ-axis and no integral "
+                             "(lam=None); use branch='auto'")
         self.gen, self.tau, self.branch = gen, float(tau), branch
         self.lam = None if lam is None or lam <= 0 else float(lam)
         if self.lam is not None and not gen.flat.all():
@@ -199,6 +221,10 @@ class ColumnPropagator:
         self.clipped_mass = 0.0
         self.fallback_builds = 0
         self.relaxed_inputs = 0                    # column inputs sent through _far_apply
+        self.rational_fallbacks = 0                # column inputs the rational bound refused
+        self.rational_tail_mass = 0.0              # tail mass carried approximately (≤ 1e-13 s)
+        self.rat_cols = np.zeros(0, dtype=int)
+        self._rat = None
         self._fallback = None
         self.certain = np.zeros(m, dtype=bool)     # rank one for every input
         self.cond = np.zeros(m, dtype=bool)        # rank one for inputs near ρπ (tested)
@@ -241,19 +267,30 @@ class ColumnPropagator:
         squarings = np.ceil(np.log2(np.maximum(2 * ctau[rest] / _DENSE_LEAD, 1.0)))
         dense = (8e-9 * n * 25 ** 2 + squarings * per * 2 * n ** 3 * 5e-11
                  + n_app * per * 1.5e-9 * n * n)
-        pick = {"auto": unif <= dense, "uniformisation": np.ones(rest.size, dtype=bool),
-                "dense": np.zeros(rest.size, dtype=bool)}[self.branch]
-        # memory: the squaring holds about four n×n matrices per dense column (six with Φ);
-        # beyond the budget the cheapest-to-uniformise columns give up their dense matrix
-        per_col = (6 if self.lam is not None else 4) * 8.0 * n * n
-        dense_idx = np.flatnonzero(~pick)
-        if self.branch == "auto" and dense_idx.size * per_col > _DENSE_BYTES:
-            keep = int(_DENSE_BYTES // per_col)
-            by_gain = dense_idx[np.argsort(unif[dense_idx] - dense[dense_idx])[::-1]]
-            pick[by_gain[keep:]] = True
-        self.unif_cols, self.dense_cols = rest[pick], rest[~pick]
+        # the rational branch (fast.rational): K shifted solves per application, whatever cτ
+        K = exp_nodes()[0].size
+        rat_ok = not gen.periodic and self.lam is None
+        rat = np.full(rest.size, np.inf) if not rat_ok else np.full(
+            rest.size, n_app * _RAT_APPLY * K * n + 2 * _RAT_FACTOR * K * n)
+        choice = {"auto": np.argmin(np.stack([unif, dense, rat]), axis=0),
+                  "uniformisation": np.zeros(rest.size, dtype=int),
+                  "dense": np.ones(rest.size, dtype=int),
+                  "rational": np.full(rest.size, 2)}[self.branch]
+        # memory: the squaring holds about four n×n matrices per dense column (six with Φ),
+        # the rational factors 4Kn numbers; beyond the budget the columns that gain least
+        # over uniformisation give theirs up
+        per_col = np.array([0.0, (6 if self.lam is not None else 4) * 8.0 * n * n,
+                            32.0 * K * n])[choice]
+        if self.branch == "auto" and per_col.sum() > _DENSE_BYTES:
+            gain = unif - np.stack([unif, dense, rat])[choice, np.arange(rest.size)]
+            order = np.argsort(gain)[::-1]
+            over = np.cumsum(per_col[order]) > _DENSE_BYTES
+            choice[order[over]] = 0
+        self.unif_cols, self.dense_cols = rest[choice == 0], rest[choice == 1]
+        self.rat_cols = rest[choice == 2]
         self._build_unif()
         self._build_dense()
+        self._build_rational()
 
     def _build_unif(self) -> None:
         loc = self.unif_cols
@@ -320,6 +357,84 @@ class ColumnPropagator:
             self._E = [dense_E[0], E]
             if lam is not None:
                 self._keep_phi(self.dense_cols, dense_Phi[0], Phi, None)
+
+    def _build_rational(self) -> None:
+        """Factor τ(G − d̂ − λ₀) − z_k and 2τ(G − d̂ − λ₀) − z_k on the rational columns."""
+        loc = self.rat_cols
+        if not loc.size:
+            return
+        gen, cols = self.gen, self.cols[loc]
+        op = gen.op
+        z, gamma, delta = exp_nodes()
+        top = gen.top()[cols]
+        factors = []
+        for k in (1, 2):
+            t = k * self.tau
+            factors.append(RationalFactors(t * op.up[:, cols], t * op.down[:, cols],
+                                           -t * gen.out[:, cols], z[:, None] + t * top[None, :],
+                                           gamma))
+        self._rat = (factors, top, delta)
+
+    def _rational(self, loc, g, k) -> np.ndarray:
+        """E(kτ)g (shifted as in apply) on the rational columns (``loc`` is all of them).
+
+        The error of r is at most δ‖y‖ with ‖y‖² = Σy²/π (module :mod:`~pde_popdyn.fast
+        .rational`), which is large for content far out in the tails of π, even round-off
+        (the h-mutation's transforms leave ~1e-16 of every column in every other). So each
+        input column is split as g = y + z with y = min(g, Mπs), s = max(its mass, the mean
+        column mass) and M chosen so that δ‖y‖ ≤ 1e-12 s (with d constant, the Gibbs part
+        (Σg)π is taken out of g first and carried exactly); y goes through r, and the tail
+        excess z ≥ 0 is carried by the positive map z ↦ e^{−kτ·gap}z + (1 − e^{−kτ·gap})πΣz,
+        whose error is at most 2Σz: allowed while Σz ≤ 1e-13 s (recorded in
+        ``rational_tail_mass``). A column with more tail mass than that (data far from
+        equilibrium) is advanced by exact uniformisation instead (``rational_fallbacks``).
+        Entries of relative size δ below zero are set to zero and recorded in
+        ``clipped_mass``; a constant-d column gets its exact mass back (E is column-stochastic
+        there)."""
+        factors, top, delta = self._rat
+        x = np.ascontiguousarray(g, dtype=float)
+        pi = self.gibbs[:, loc]
+        size = np.abs(x.sum(axis=0))
+        s = np.maximum(size, size.sum() / self.cols.size)
+        # a constant-d column: its Gibbs part (Σx)π is carried exactly (E π = π), only the
+        # rest goes through r, so that the Gibbs state stays fixed to round-off
+        isflat = self.gen.flat[self.cols[loc]]
+        base = np.where(isflat, x.sum(axis=0), 0.0)
+        xt = x - base * pi
+        mass = np.abs(xt).sum(axis=0)
+        cap = ((_RAT_TOL / delta) ** 2 * s * s / np.maximum(mass, 1e-300)) * pi
+        y = np.minimum(xt, cap)
+        z = xt - y
+        zm = z.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            q = np.sqrt(np.where(y != 0, y * y / pi, 0.0).sum(axis=0))
+        ok = (delta * q <= _RAT_TOL * s) & (zm <= _TAIL_TOL * s)
+        out = np.zeros_like(x)
+        factors[k - 1].apply(np.ascontiguousarray(y), out)
+        out *= np.exp(k * self.tau * top)
+        out += base * pi
+        out *= self.shift[loc] ** k
+        tail = np.flatnonzero(ok & (zm > 0))
+        if tail.size:
+            self.rational_tail_mass += float(zm[tail].sum())
+            keep = np.exp(-k * self.tau * self.gen.gap()[self.cols[loc[tail]]])
+            out[:, tail] += (keep * z[:, tail] + (1 - keep) * pi[:, tail] * zm[tail]) \
+                * self.shift[loc[tail]] ** k
+        neg = (out < 0) & ok
+        if neg.any():
+            self.clipped_mass += float(-out[neg].sum())
+            out[neg] = 0.0
+        flat = np.flatnonzero(isflat & ok)
+        if flat.size:              # E is column-stochastic there: the exact column mass
+            total = out[:, flat].sum(axis=0)
+            target = x[:, flat].sum(axis=0) * self.shift[loc[flat]] ** k
+            out[:, flat] *= np.divide(target, total, out=np.ones_like(total), where=total > 0)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            self.rational_fallbacks += bad.size
+            u = _Uniformised(self.gen, self.cols[loc[bad]])
+            out[:, bad] = u.run(x[:, bad], u.weights(k * self.tau)[0]) * self.shift[loc[bad]] ** k
+        return out
 
     def _keep_phi(self, loc, phi1, phi2, tc) -> None:
         """Collect dense Φ matrices; after E(t_c) = π1ᵀ, Φ(kτ) = Φ(t_c) + the rank-one tail
@@ -398,6 +513,9 @@ class ColumnPropagator:
         if self.dense_cols.size:
             loc = self.dense_cols
             out[:, loc] = _matvec(self._E[k - 1], f[:, loc]) * self.shift[loc] ** k
+        if self.rat_cols.size:
+            loc = self.rat_cols
+            out[:, loc] = self._rational(loc, f[:, loc], k)
         return out
 
     def _rank1(self, loc, g, t) -> np.ndarray:
@@ -492,10 +610,13 @@ class ColumnPropagator:
         n, m = self.gen.n, self.cols.size
         kt = self._u[1][1][0].size - 1 if self._u is not None else 0
         rank1 = int((self.certain | self.cond).sum())
+        K = exp_nodes()[0].size if self.rat_cols.size else 0
         work = (3.0 * rank1 + 8.0 * (kt + 1) * self.unif_cols.size
-                + 2.0 * n * self.dense_cols.size) / m
+                + 2.0 * n * self.dense_cols.size + 20.0 * K * self.rat_cols.size) / m
         return {"projection": rank1, "projection_tested": int(self.cond.sum()),
                 "uniformisation": int(self.unif_cols.size), "dense": int(self.dense_cols.size),
+                "rational": int(self.rat_cols.size), "rational_fallbacks": self.rational_fallbacks,
+                "rational_tail_mass": self.rational_tail_mass,
                 "uniformisation_terms": int(kt),
                 "rank_one_after_squaring": int((self.t_conv > 0).sum()),
                 "relaxed_inputs": self.relaxed_inputs, "fallback_builds": self.fallback_builds,
