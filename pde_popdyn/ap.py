@@ -213,7 +213,7 @@ class InitialLayer:
         lam_p = prop.rate.copy()
         todo = np.flatnonzero(~(prop.certain | prop.cond))
         if todo.size:
-            r[:, todo], l[:, todo], lam_p[todo], ok = gen.perron(todo, tol=1e-6)
+            r[:, todo], l[:, todo], lam_p[todo], ok = gen.perron(todo, tol=1e-6, shifted=True)
             if not ok.all():
                 return None
         gap = getattr(prop, "gap", None)

@@ -115,11 +115,11 @@ def _sturm_count(a, b2, x):
 
 
 def _top_two_py(a, b2, lo, hi, tol, out):  # pragma: no cover
-    """The two largest eigenvalues per column by bisection on Sturm counts (a: (ncol, n)),
-    to an absolute accuracy ``tol[j]``."""
+    """The ``out.shape[1]`` (one or two) largest eigenvalues per column by bisection on Sturm
+    counts (a: (ncol, n)), to an absolute accuracy ``tol[j]``."""
     ncol, n = a.shape
     for j in range(ncol):
-        for r in range(2):              # r = 0: largest, r = 1: second largest
+        for r in range(out.shape[1]):   # r = 0: largest, r = 1: second largest
             left, right = lo[j], hi[j]
             for _ in range(200):
                 mid = 0.5 * (left + right)
@@ -212,6 +212,105 @@ def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out, wr, wi, yr, yi):
                 out[p, j] += a * ur - b * ui
 
 
+def _rational_split_py(x, pi, isflat, ncol_total, delta, tol, tail_tol, y, z, base, zm, ok):
+    """The input split of the rational branch (see ColumnPropagator._rational), per column j
+    of x (n, ncol): base_j = Σx_j on constant-d columns (else 0), x̃ = x − base π,
+    y = min(x̃, cap_j π), z = x̃ − y, zm_j = Σz_j and ok_j = [δ‖y_j‖ ≤ tol s_j and
+    zm_j ≤ tail_tol s_j], with s_j = max(|Σx_j|, Σ_j|Σx_j| / ncol_total), ‖y‖² = Σy²/π and
+    cap_j = (tol/δ)² s_j² / Σ|x̃_j| (so that δ‖y_j‖ ≤ tol s_j when y ≥ 0)."""
+    n, ncol = x.shape
+    col = np.zeros(ncol)
+    mass = np.zeros(ncol)
+    q = np.zeros(ncol)
+    for p in range(n):
+        for j in range(ncol):
+            col[j] += x[p, j]
+    tot = 0.0
+    for j in range(ncol):
+        tot += abs(col[j])
+        base[j] = col[j] if isflat[j] else 0.0
+        zm[j] = 0.0
+    mean = tot / ncol_total
+    for p in range(n):
+        for j in range(ncol):
+            mass[j] += abs(x[p, j] - base[j] * pi[p, j])
+    ratio = (tol / delta) ** 2
+    for j in range(ncol):
+        sj = max(abs(col[j]), mean)
+        mass[j] = ratio * sj * sj / max(mass[j], 1e-300)        # now the cap coefficient
+    for p in range(n):
+        for j in range(ncol):
+            xt = x[p, j] - base[j] * pi[p, j]
+            c = mass[j] * pi[p, j]
+            yy = xt if xt < c else c
+            y[p, j] = yy
+            z[p, j] = xt - yy
+            zm[j] += xt - yy
+            if yy != 0.0:
+                if pi[p, j] > 0.0:
+                    q[j] += yy * yy / pi[p, j]
+                else:
+                    q[j] = np.inf
+    for j in range(ncol):
+        sj = max(abs(col[j]), mean)
+        ok[j] = (delta * np.sqrt(q[j]) <= tol * sj) and (zm[j] <= tail_tol * sj)
+
+
+def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, res):
+    """out ← (growth_j out + base_j π) shift_j + ½(z + π zm_j) shift_j on the columns that
+    passed (ok), negatives set to zero, constant-d columns rescaled to their exact mass
+    base_j shift_j; res[0] += the clipped mass, res[1] += the tail mass carried."""
+    n, ncol = out.shape
+    tot = np.zeros(ncol)
+    for j in range(ncol):
+        if ok[j] and zm[j] > 0.0:
+            res[1] += zm[j]
+    for p in range(n):
+        for j in range(ncol):
+            v = (growth[j] * out[p, j] + base[j] * pi[p, j]) * shift[j]
+            if ok[j]:
+                if zm[j] > 0.0:
+                    v += 0.5 * (z[p, j] + pi[p, j] * zm[j]) * shift[j]
+                if v < 0.0:
+                    res[0] -= v
+                    v = 0.0
+            out[p, j] = v
+            tot[j] += v
+    for j in range(ncol):
+        if ok[j] and isflat[j] and tot[j] > 0.0:
+            tot[j] = base[j] * shift[j] / tot[j]
+        else:
+            tot[j] = 1.0
+    for p in range(n):
+        for j in range(ncol):
+            out[p, j] *= tot[j]
+
+
+def rational_split(x, pi, isflat, ncol_total, delta, tol, tail_tol):
+    """(y, z, base, zm, ok) of :func:`_rational_split_py`."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    pi = np.ascontiguousarray(pi, dtype=np.float64)
+    y, z = np.empty_like(x), np.empty_like(x)
+    ncol = x.shape[1]
+    base, zm = np.empty(ncol), np.empty(ncol)
+    ok = np.empty(ncol, dtype=np.bool_)
+    (_rational_split_nb if HAVE_NUMBA else _rational_split_py)(
+        x, pi, np.ascontiguousarray(isflat, dtype=np.bool_), float(ncol_total), float(delta),
+        float(tol), float(tail_tol), y, z, base, zm, ok)
+    return y, z, base, zm, ok
+
+
+def rational_finish(out, pi, z, base, zm, ok, isflat, growth, shift) -> tuple[float, float]:
+    """Apply :func:`_rational_finish_py` to ``out`` in place; returns (clipped, tail mass)."""
+    res = np.zeros(2)
+    (_rational_finish_nb if HAVE_NUMBA else _rational_finish_py)(
+        out, np.ascontiguousarray(pi, dtype=np.float64), z, base, zm, ok,
+        np.ascontiguousarray(isflat, dtype=np.bool_),
+        np.ascontiguousarray(growth, dtype=np.float64),
+        np.ascontiguousarray(shift, dtype=np.float64), res)
+    return float(res[0]), float(res[1])
+
+
 class RationalFactors:
     """x ↦ Σ_k Re[γ_k (T_j − s_kj)⁻¹ x_j] per column j, T_j tridiagonal (real), by Thomas
     elimination without pivoting, factored once (the shifted matrices must be column
@@ -258,6 +357,8 @@ if HAVE_NUMBA:
     _shifted_solve_nb = numba.njit(cache=True, nogil=True)(_shifted_solve_py)
     _rational_factor_nb = numba.njit(cache=True, nogil=True)(_rational_factor_py)
     _rational_apply_nb = numba.njit(cache=True, nogil=True)(_rational_apply_py)
+    _rational_split_nb = numba.njit(cache=True, nogil=True)(_rational_split_py)
+    _rational_finish_nb = numba.njit(cache=True, nogil=True)(_rational_finish_py)
     _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)
@@ -315,10 +416,12 @@ def gth_solve(up: np.ndarray, down: np.ndarray, kill: np.ndarray, b: np.ndarray,
     return out
 
 
-def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
+                        count: int = 2) -> np.ndarray:
     """The two largest eigenvalues (λ₀ ≥ λ₁) of symmetric tridiagonal matrices, per row of
     ``diag`` (ncol, n) and ``off`` (ncol, n−1), by bisection on Sturm counts from the
-    Gershgorin bracket, to ``rtol`` times the width of that bracket. Returns (ncol, 2)."""
+    Gershgorin bracket, to ``rtol`` times the width of that bracket. Returns (ncol, 2), or
+    (ncol, 1) with λ₀ alone for ``count=1``."""
     diag = np.ascontiguousarray(diag, dtype=np.float64)
     off = np.ascontiguousarray(off, dtype=np.float64)
     radius = np.zeros_like(diag)
@@ -328,7 +431,7 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12) 
     hi = (diag + radius).max(axis=1) + 1e-300
     span = hi - lo
     lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
-    out = np.empty((diag.shape[0], 2))
+    out = np.empty((diag.shape[0], count))
     tol = rtol * (hi - lo)
     if HAVE_NUMBA:
         _top_two_nb(diag, off * off, lo, hi, tol, out)

@@ -54,7 +54,8 @@ import numpy as np
 from scipy.special import gammainc
 
 from .._kernels import uniformised_series
-from ._column_kernels import RationalFactors, banded_series, gth_solve, top_two_eigenvalues
+from ._column_kernels import (RationalFactors, banded_series, gth_solve, rational_finish,
+                              rational_split, top_two_eigenvalues)
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
 from .rational import exp_nodes
@@ -70,8 +71,8 @@ _PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
 _PERRON_ITER = 200
 _RAT_TOL = 1e-12           # the per-input bound of the rational branch (relative to the mass)
 _TAIL_TOL = 1e-13          # tail mass it may carry by a positive approximate map (same scale)
-_RAT_APPLY = 4.5e-9        # seconds per cell and node of a rational application (one core)
-_RAT_FACTOR = 9e-9         # seconds per cell and node of its factorisation
+_RAT_APPLY = 1e-8          # seconds per cell and node of a rational application (one core)
+_RAT_FACTOR = 1.3e-8       # seconds per cell and node of its factorisation
 
 class ColumnGenerator:
     """G_j = A_j + diag(d_j) on every h-column of an :class:`~pde_popdyn.fast.fv.SGOperator`.
@@ -115,19 +116,41 @@ class ColumnGenerator:
                 lam = np.linalg.eigvalsh(S)[:, -2:]
             self._gap = np.maximum(lam[:, 1] - lam[:, 0], 0.0)
             self._top = lam[:, 1]
+            self._top_tol = 4e-12 * (self.out.max(axis=0) + 1.0)
         return self._gap
 
     def top(self) -> np.ndarray:
-        """λ₀ of G − d̂ per column (the largest eigenvalue, ≤ 0; computed with the gap)."""
-        self.gap()
-        return self._top
+        """λ₀ of G − d̂ per column (the largest eigenvalue, ≤ 0): from :meth:`gap` when it
+        has been computed, else by bisection for λ₀ alone to 1e-10 of the Gershgorin width
+        (0 exactly on constant-d columns)."""
+        if self._gap is not None:
+            return self._top
+        if getattr(self, "_top_only", None) is None:
+            top = np.zeros(self.ncol)
+            self._top_tol = np.zeros(self.ncol)
+            work = np.flatnonzero(~self.flat)
+            if work.size and not self.periodic:
+                op = self.op
+                top[work] = top_two_eigenvalues(-self.out[:, work].T,
+                                                np.sqrt(op.up[:, work] * op.down[:, work]).T,
+                                                rtol=1e-10, count=1)[:, 0]
+                # the bisection's accuracy: 1e-10 of the Gershgorin width (≤ 4 out_max)
+                self._top_tol[work] = 4e-10 * (self.out[:, work].max(axis=0) + 1.0)
+            elif work.size:
+                self.gap()
+                return self._top
+            self._top_only = np.minimum(top, 0.0)
+        return self._top_only
 
-    def perron(self, cols: np.ndarray, tol: float = _PERRON_TOL
+    def perron(self, cols: np.ndarray, tol: float = _PERRON_TOL, shifted: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(r₀, l₀, λ₀ − d̂, converged) on ``cols``: r₀ sums to 1, l₀ᵀr₀ = 1, shape (n, k).
 
         Constant-d columns are exact (π, 1, 0). Others: inverse iteration x ← (−G')⁻¹x with
-        G' = G − d̂ (a non-singular M-matrix when d is not constant), by GTH elimination.
+        G' = G − d̂ (a non-singular M-matrix when d is not constant), by GTH elimination. With
+        ``shifted`` (for loose ``tol``), a few first iterations use (σ − G')⁻¹ with σ just above
+        the top eigenvalue (the bisection of :meth:`gap`), which converge at the rate
+        (σ − λ₀)/(σ − λ₁) instead of λ₀/λ₁; the unshifted iteration then finishes the job.
         """
         cols = np.asarray(cols, dtype=int)
         r = self.op.gibbs[:, cols].copy()
@@ -140,6 +163,16 @@ class ColumnGenerator:
             kill = -self.dp[:, wc].T
             x, z = r[:, work].T.copy(), l[:, work].T.copy()
             done = np.zeros(work.size, dtype=bool)
+            if shifted and not self.periodic:
+                top = self.top()[wc]
+                # σ above λ₀ by more than the bisection's accuracy: rate (σ − λ₀)/(σ − λ₁)
+                sigma = top + np.maximum(1e-3 * np.abs(top), 10.0 * self._top_tol[wc])
+                kill_s = kill + sigma[:, None]      # may be < 0: plain elimination then
+                for _ in range(2):
+                    x = np.abs(gth_solve(up, down, kill_s, x))
+                    x /= x.sum(axis=1, keepdims=True)
+                    z = np.abs(gth_solve(up, down, kill_s, z, transpose=True))
+                    z /= z.max(axis=1, keepdims=True)
             for _ in range(_PERRON_ITER):
                 xn = gth_solve(up, down, kill, x)
                 xn /= xn.sum(axis=1, keepdims=True)
@@ -365,7 +398,7 @@ class ColumnPropagator:
             return
         gen, cols = self.gen, self.cols[loc]
         op = gen.op
-        z, gamma, delta = exp_nodes()
+        z, gamma, r_inf, delta = exp_nodes()
         top = gen.top()[cols]
         factors = []
         for k in (1, 2):
@@ -373,7 +406,10 @@ class ColumnPropagator:
             factors.append(RationalFactors(t * op.up[:, cols], t * op.down[:, cols],
                                            -t * gen.out[:, cols], z[:, None] + t * top[None, :],
                                            gamma))
-        self._rat = (factors, top, delta)
+        self._rat = {"factors": factors, "r_inf": r_inf, "delta": delta,
+                     "pi": np.ascontiguousarray(self.gibbs[:, loc]), "flat": gen.flat[cols],
+                     "growth": [np.exp(k * self.tau * top) for k in (1, 2)],
+                     "shift": [np.ascontiguousarray(self.shift[loc] ** k) for k in (1, 2)]}
 
     def _rational(self, loc, g, k) -> np.ndarray:
         """E(kτ)g (shifted as in apply) on the rational columns (``loc`` is all of them).
@@ -384,51 +420,24 @@ class ColumnPropagator:
         input column is split as g = y + z with y = min(g, Mπs), s = max(its mass, the mean
         column mass) and M chosen so that δ‖y‖ ≤ 1e-12 s (with d constant, the Gibbs part
         (Σg)π is taken out of g first and carried exactly); y goes through r, and the tail
-        excess z ≥ 0 is carried by the positive map z ↦ e^{−kτ·gap}z + (1 − e^{−kτ·gap})πΣz,
-        whose error is at most 2Σz: allowed while Σz ≤ 1e-13 s (recorded in
+        excess z ≥ 0 is carried by the positive map z ↦ ½z + ½πΣz (mass-preserving where d
+        is constant), whose error is at most 2Σz: allowed while Σz ≤ 1e-13 s (recorded in
         ``rational_tail_mass``). A column with more tail mass than that (data far from
         equilibrium) is advanced by exact uniformisation instead (``rational_fallbacks``).
         Entries of relative size δ below zero are set to zero and recorded in
         ``clipped_mass``; a constant-d column gets its exact mass back (E is column-stochastic
         there)."""
-        factors, top, delta = self._rat
+        rat = self._rat
         x = np.ascontiguousarray(g, dtype=float)
-        pi = self.gibbs[:, loc]
-        size = np.abs(x.sum(axis=0))
-        s = np.maximum(size, size.sum() / self.cols.size)
-        # a constant-d column: its Gibbs part (Σx)π is carried exactly (E π = π), only the
-        # rest goes through r, so that the Gibbs state stays fixed to round-off
-        isflat = self.gen.flat[self.cols[loc]]
-        base = np.where(isflat, x.sum(axis=0), 0.0)
-        xt = x - base * pi
-        mass = np.abs(xt).sum(axis=0)
-        cap = ((_RAT_TOL / delta) ** 2 * s * s / np.maximum(mass, 1e-300)) * pi
-        y = np.minimum(xt, cap)
-        z = xt - y
-        zm = z.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            q = np.sqrt(np.where(y != 0, y * y / pi, 0.0).sum(axis=0))
-        ok = (delta * q <= _RAT_TOL * s) & (zm <= _TAIL_TOL * s)
-        out = np.zeros_like(x)
-        factors[k - 1].apply(np.ascontiguousarray(y), out)
-        out *= np.exp(k * self.tau * top)
-        out += base * pi
-        out *= self.shift[loc] ** k
-        tail = np.flatnonzero(ok & (zm > 0))
-        if tail.size:
-            self.rational_tail_mass += float(zm[tail].sum())
-            keep = np.exp(-k * self.tau * self.gen.gap()[self.cols[loc[tail]]])
-            out[:, tail] += (keep * z[:, tail] + (1 - keep) * pi[:, tail] * zm[tail]) \
-                * self.shift[loc[tail]] ** k
-        neg = (out < 0) & ok
-        if neg.any():
-            self.clipped_mass += float(-out[neg].sum())
-            out[neg] = 0.0
-        flat = np.flatnonzero(isflat & ok)
-        if flat.size:              # E is column-stochastic there: the exact column mass
-            total = out[:, flat].sum(axis=0)
-            target = x[:, flat].sum(axis=0) * self.shift[loc[flat]] ** k
-            out[:, flat] *= np.divide(target, total, out=np.ones_like(total), where=total > 0)
+        pi, isflat = rat["pi"], rat["flat"]
+        y, z, base, zm, ok = rational_split(x, pi, isflat, self.cols.size, rat["delta"],
+                                            _RAT_TOL, _TAIL_TOL)
+        out = rat["r_inf"] * y
+        rat["factors"][k - 1].apply(y, out)
+        clipped, tail = rational_finish(out, pi, z, base, zm, ok, isflat, rat["growth"][k - 1],
+                                        rat["shift"][k - 1])
+        self.clipped_mass += clipped
+        self.rational_tail_mass += tail
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self.rational_fallbacks += bad.size

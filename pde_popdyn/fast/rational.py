@@ -3,7 +3,7 @@
 For a matrix B whose spectrum is real and ≤ 0 (here B = τ(G − λ₀) with G a column generator
 symmetrisable by its Gibbs state, λ₀ its top eigenvalue),
 
-    exp(B) x ≈ r(B) x = Σ_k Re[ γ_k (B − z_k)⁻¹ x ],
+    exp(B) x ≈ r(B) x = r_∞ x + Σ_k Re[ γ_k (B − z_k)⁻¹ x ],
 
 so that one application costs K complex tridiagonal solves per column, whatever the stiffness
 of B: the cost of exp(τG) no longer grows with τ‖G‖ (uniformisation needs ~τ‖G‖ terms, dense
@@ -13,13 +13,13 @@ norm ‖x‖² = Σ x²/π in which G is self-adjoint, ‖r(B)x − exp(B)x‖ �
 times its mass; for one far in the tails of π the bound (and the error) can be large, so
 callers test the bound on every input (:class:`~pde_popdyn.fast.columns.ColumnPropagator`).
 
-The nodes come from the Cauchy integral e^B = (2πi)⁻¹ ∮ e^z (z − B)⁻¹ dz on the hyperbola
-z(u) = μ(1 + sin(iu − α)), which encloses (−∞, 0] and runs to −∞ in both directions, by the
-trapezoidal rule u_k = kh, k = −M … M. Its symmetry z(−u) = conj z(u) halves the solves for
-real B: K = M + 1 nodes (one of them real). The three parameters (μ, α, h) were fitted for
-M = 12 by minimising the maximal error over a sample of [−10⁸, 0]; the residues are then
-scaled so that r(0) = 1 exactly (the top mode is carried without error), and δ is measured
-on the same sample.
+r is the uniform best approximation of type (14, 14) with real coefficients (7 conjugate
+pole pairs, so K = 7 solves for a real B), under the side condition r(0) = 1 (the top mode is
+carried without error): the Carathéodory–Fejér approximation as a start, then a Remez
+exchange in 34-digit arithmetic. Its equioscillation level is 1.85e-14; evaluated in double
+precision the error is about 3e-14 (the sum of the terms' round-off). The coefficients below
+were computed by ``tools/rational_exp.py`` of the source repository (which needs mpmath), and
+:func:`exp_nodes` measures δ again on a sample of [−10¹², 0].
 """
 
 from __future__ import annotations
@@ -28,29 +28,35 @@ from functools import lru_cache
 
 import numpy as np
 
-#: (μ, α, h, M) of the hyperbolic contour (see the module docstring)
-_HYPERBOLA = (33.145110222214186, 1.0321364695974427, 0.10755509049289053, 12)
+#: r(s) = R_INF + 2 Re Σ_k RESIDUES[k] / (s − POLES[k]), poles in the upper half plane
+R_INF = 1.851759251130545e-14
+POLES = (5.6337752601713733 + 1.1940690463439669j, 5.0999777480060207 + 3.5888240290270064j,
+         4.0040023980039647 + 6.004831642235037j, 2.2804165166565089 + 8.461737973040222j,
+         -0.19812595082473389 + 10.99126056190126j, -3.6926423619980517 + 13.656371871483268j,
+         -8.8871404990434932 + 16.630982619902085j)
+RESIDUES = (-28.173131123368233 - 103.23923533204102j, 47.434963752392406 + 46.131553698143705j,
+            -23.749414453301405 - 5.8704470928069643j, 4.8584973165695091 - 1.3350998810111183j,
+            -0.3803831075484484 + 0.33876638561846645j,
+            0.0095399229725433559 - 0.017368487336996485j,
+            -7.2307632200535965e-05 + 0.00014514554506401135j)
 
 
 @lru_cache(maxsize=None)
-def exp_nodes() -> tuple[np.ndarray, np.ndarray, float]:
-    """(z_k, γ_k, δ): r(s) = Σ_k Re[γ_k / (s − z_k)] approximates e^s on s ≤ 0 to δ."""
-    mu, alpha, h, M = _HYPERBOLA
-    u = np.arange(M + 1) * h
-    z = mu * (1.0 + np.sin(1j * u - alpha))
-    w = np.exp(z) * 1j * mu * np.cos(1j * u - alpha) * h / (2.0 * np.pi)
-    # e^s ≈ (w₀/i)(z₀ − s)⁻¹ + 2 Σ_{k≥1} Im[w_k (z_k − s)⁻¹], rewritten as Re[γ_k (s − z_k)⁻¹]
-    gamma = np.concatenate([[-(w[0] / 1j).real + 0j], 2j * w[1:]])
-    gamma = gamma / rational_exp(0.0, z, gamma)
-    s = -np.concatenate([np.linspace(0.0, 1.0, 400), np.logspace(0.0, 10.0, 4000)])
-    delta = float(np.abs(rational_exp(s, z, gamma) - np.exp(s)).max())
-    return z, gamma, delta
+def exp_nodes() -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(z_k, γ_k, r_∞, δ): r(s) = r_∞ + Σ_k Re[γ_k / (s − z_k)] approximates e^s on s ≤ 0
+    to δ (measured)."""
+    z = np.array(POLES)
+    gamma = 2.0 * np.array(RESIDUES)
+    s = -np.concatenate([np.linspace(0.0, 1.0, 401), np.linspace(1.0, 60.0, 4000),
+                         np.logspace(0.0, 12.0, 6000)])
+    delta = float(np.abs(rational_exp(s, z, gamma, R_INF) - np.exp(s)).max())
+    return z, gamma, R_INF, delta
 
 
-def rational_exp(s, z: np.ndarray, gamma: np.ndarray):
+def rational_exp(s, z: np.ndarray, gamma: np.ndarray, r_inf: float):
     """r(s) for real s (scalar or array), for checks."""
     s = np.asarray(s, dtype=float)
-    return (gamma / (s[..., None] - z)).real.sum(axis=-1)
+    return r_inf + (gamma / (s[..., None] - z)).real.sum(axis=-1)
 
 
 __all__ = ["exp_nodes", "rational_exp"]
