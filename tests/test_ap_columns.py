@@ -247,3 +247,20 @@ def test_rational_branch_tails_and_far_inputs():
     ref = np.einsum("jil,lj->ij", E, far)
     assert np.abs(out - ref).max() <= 1e-9 * ref.max()
     assert out.min() >= 0.0
+
+
+def test_shifted_perron_iteration_matches_the_plain_one():
+    """The initial layer's Perron data by shifted inverse iteration (σ just above λ₀ from
+    bisection) agree with the plain iteration run to round-off."""
+    op, F, grid = case(0.1)
+    gen = ColumnGenerator(op, 2.0 * F)
+    cols = np.arange(grid.n_h)
+    r, l, lam, ok = gen.perron(cols, tol=1e-14)
+    rs, ls, lams, oks = gen.perron(cols, tol=1e-6, shifted=True)
+    assert ok.all() and oks.all()
+    assert np.abs(rs / r - 1).max() < 1e-5 and np.abs(ls / l - 1).max() < 1e-5
+    assert np.abs(lams - lam).max() < 1e-6 * np.abs(lam).max()
+    # λ₀ by bisection alone is the top eigenvalue of the symmetric form
+    S = np.diag(-gen.out[:, 2]) + np.diag(np.sqrt(op.up[:, 2] * op.down[:, 2]), 1)
+    S = S + np.triu(S, 1).T
+    assert gen.top()[2] == pytest.approx(np.linalg.eigvalsh(S)[-1], abs=1e-8)

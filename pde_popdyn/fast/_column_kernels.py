@@ -438,3 +438,29 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
     else:  # pragma: no cover - exercised only without numba
         _top_two_py(diag, off * off, lo, hi, tol, out)
     return out
+
+
+def matvec(M: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Column j of the result is M[j] @ x[:, j] (M stacked (k, n, n), x of shape (n, k))."""
+    xt = np.ascontiguousarray(x.T)
+    from .blas import one_blas_thread
+    with one_blas_thread():
+        if hasattr(np, "matvec"):          # numpy ≥ 2.2: a batched matrix-vector product
+            return np.matvec(M, xt).T
+        return np.matmul(M, xt[:, :, None])[:, :, 0].T
+
+
+def warm_up() -> None:
+    """Load (or compile) the compiled kernels once, so that timings exclude it."""
+    from .._kernels import uniformised_series
+    x = np.ones((2, 3))
+    banded_series(x, x[:, :2], x[:, :2], x[:, 0], x[:, 0], False, x[:1], x[:1])
+    gth_solve(x[:, :2], x[:, :2], x, x)
+    top_two_eigenvalues(-x, x[:, :2])
+    y = np.ones((3, 2))
+    uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
+    R = RationalFactors(y[:2], y[:2], -2 * y, np.ones((1, 2)) + 1j, np.ones(1))
+    R.apply(y, np.zeros_like(y))
+    parts = rational_split(y, y, np.ones(2, dtype=bool), 2, 1e-14, 1e-12, 1e-13)
+    rational_finish(np.ones_like(y), y, parts[1], *parts[2:], np.ones(2, dtype=bool),
+                    np.ones(2), np.ones(2))

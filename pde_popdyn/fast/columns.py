@@ -51,14 +51,14 @@ load of the machine.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammainc
 
-from .._kernels import uniformised_series
-from ._column_kernels import (RationalFactors, banded_series, gth_solve, rational_finish,
-                              rational_split, top_two_eigenvalues)
+from ._column_kernels import banded_series, gth_solve, top_two_eigenvalues, warm_up
+from ._column_kernels import matvec as _matvec
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
-from .rational import exp_nodes
+from .rational import RationalColumns, exp_nodes
+from ._uniformised import Uniformised as _Uniformised
+from ._uniformised import phi_weights as _phi_weights
 from .uniformisation import poisson_weights
 
 _DENSE_LEAD = 2.0          # cτ of the banded series that starts the squaring
@@ -69,8 +69,6 @@ _RELAX = 1.0               # a far-from-equilibrium input is first relaxed by δ
 _DENSE_BYTES = 2e9         # memory budget of the dense branch (squaring workspace included)
 _PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
 _PERRON_ITER = 200
-_RAT_TOL = 1e-12           # the per-input bound of the rational branch (relative to the mass)
-_TAIL_TOL = 1e-13          # tail mass it may carry by a positive approximate map (same scale)
 _RAT_APPLY = 1e-8          # seconds per cell and node of a rational application (one core)
 _RAT_FACTOR = 1.3e-8       # seconds per cell and node of its factorisation
 
@@ -198,14 +196,6 @@ class ColumnGenerator:
                 (op.down[:, cols] / c).T, op.up_wrap[cols] / c, op.down_wrap[cols] / c)
 
 
-def _phi_weights(c: np.ndarray, lam: float, tau: float, kmax: int) -> np.ndarray:
-    """Weights v_n = ∫_0^τ e^{−λs} Poisson(n; cs) ds = (1/μ)(c/μ)ⁿ P[Poisson(μτ) ≥ n+1]."""
-    mu = c + lam
-    n = np.arange(kmax + 1)[:, None]
-    with np.errstate(under="ignore"):
-        return (np.exp(n * np.log(c / mu)) / mu) * gammainc(n + 1, mu * tau)
-
-
 def _rel_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """max |a − b| per column matrix, relative to the largest entry of a (stacked (k, n, n))."""
     return np.abs(a - b).max(axis=(1, 2)) / np.maximum(np.abs(a).max(axis=(1, 2)), 1e-300)
@@ -255,7 +245,6 @@ class ColumnPropagator:
         self.fallback_builds = 0
         self.relaxed_inputs = 0                    # column inputs sent through _far_apply
         self.rational_fallbacks = 0                # column inputs the rational bound refused
-        self.rational_tail_mass = 0.0              # tail mass carried approximately (≤ 1e-13 s)
         self.rat_cols = np.zeros(0, dtype=int)
         self._rat = None
         self._fallback = None
@@ -392,52 +381,19 @@ class ColumnPropagator:
                 self._keep_phi(self.dense_cols, dense_Phi[0], Phi, None)
 
     def _build_rational(self) -> None:
-        """Factor τ(G − d̂ − λ₀) − z_k and 2τ(G − d̂ − λ₀) − z_k on the rational columns."""
+        """The rational propagators of the rational columns (:mod:`~pde_popdyn.fast.rational`)."""
         loc = self.rat_cols
-        if not loc.size:
-            return
-        gen, cols = self.gen, self.cols[loc]
-        op = gen.op
-        z, gamma, r_inf, delta = exp_nodes()
-        top = gen.top()[cols]
-        factors = []
-        for k in (1, 2):
-            t = k * self.tau
-            factors.append(RationalFactors(t * op.up[:, cols], t * op.down[:, cols],
-                                           -t * gen.out[:, cols], z[:, None] + t * top[None, :],
-                                           gamma))
-        self._rat = {"factors": factors, "r_inf": r_inf, "delta": delta,
-                     "pi": np.ascontiguousarray(self.gibbs[:, loc]), "flat": gen.flat[cols],
-                     "growth": [np.exp(k * self.tau * top) for k in (1, 2)],
-                     "shift": [np.ascontiguousarray(self.shift[loc] ** k) for k in (1, 2)]}
+        if loc.size:
+            self._rat = RationalColumns(self.gen, self.tau, self.cols[loc], self.shift[loc],
+                                        self.cols.size)
 
     def _rational(self, loc, g, k) -> np.ndarray:
-        """E(kτ)g (shifted as in apply) on the rational columns (``loc`` is all of them).
-
-        The error of r is at most δ‖y‖ with ‖y‖² = Σy²/π (module :mod:`~pde_popdyn.fast
-        .rational`), which is large for content far out in the tails of π, even round-off
-        (the h-mutation's transforms leave ~1e-16 of every column in every other). So each
-        input column is split as g = y + z with y = min(g, Mπs), s = max(its mass, the mean
-        column mass) and M chosen so that δ‖y‖ ≤ 1e-12 s (with d constant, the Gibbs part
-        (Σg)π is taken out of g first and carried exactly); y goes through r, and the tail
-        excess z ≥ 0 is carried by the positive map z ↦ ½z + ½πΣz (mass-preserving where d
-        is constant), whose error is at most 2Σz: allowed while Σz ≤ 1e-13 s (recorded in
-        ``rational_tail_mass``). A column with more tail mass than that (data far from
-        equilibrium) is advanced by exact uniformisation instead (``rational_fallbacks``).
-        Entries of relative size δ below zero are set to zero and recorded in
-        ``clipped_mass``; a constant-d column gets its exact mass back (E is column-stochastic
-        there)."""
-        rat = self._rat
+        """E(kτ)g (shifted as in apply) on the rational columns (``loc`` is all of them); a
+        column the rational branch refuses (:meth:`RationalColumns.apply`) is advanced by
+        exact uniformisation instead (``rational_fallbacks``)."""
         x = np.ascontiguousarray(g, dtype=float)
-        pi, isflat = rat["pi"], rat["flat"]
-        y, z, base, zm, ok = rational_split(x, pi, isflat, self.cols.size, rat["delta"],
-                                            _RAT_TOL, _TAIL_TOL)
-        out = rat["r_inf"] * y
-        rat["factors"][k - 1].apply(y, out)
-        clipped, tail = rational_finish(out, pi, z, base, zm, ok, isflat, rat["growth"][k - 1],
-                                        rat["shift"][k - 1])
+        out, ok, clipped = self._rat.apply(x, k)
         self.clipped_mass += clipped
-        self.rational_tail_mass += tail
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self.rational_fallbacks += bad.size
@@ -614,6 +570,11 @@ class ColumnPropagator:
         return x, ok
 
     @property
+    def rational_tail_mass(self) -> float:
+        """Tail mass the rational branch carried by its positive map (each ≤ 1e-13 s)."""
+        return self._rat.tail_mass if self._rat is not None else 0.0
+
+    @property
     def summary(self) -> dict:
         """Columns per branch, uniformisation terms and the cost per cell of one application."""
         n, m = self.gen.n, self.cols.size
@@ -631,51 +592,6 @@ class ColumnPropagator:
                 "relaxed_inputs": self.relaxed_inputs, "fallback_builds": self.fallback_builds,
                 "work_per_cell": work,
                 "clipped_mass": self.clipped_mass}
-
-
-def _matvec(M: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Column j of the result is M[j] @ x[:, j] (M stacked (k, n, n), x of shape (n, k))."""
-    xt = np.ascontiguousarray(x.T)
-    with blas_single_thread():
-        if hasattr(np, "matvec"):          # numpy ≥ 2.2: a batched matrix-vector product
-            return np.matvec(M, xt).T
-        return np.matmul(M, xt[:, :, None])[:, :, 0].T
-
-
-def warm_up() -> None:
-    """Load (or compile) the compiled kernels once, so that timings exclude it."""
-    x = np.ones((2, 3))
-    banded_series(x, x[:, :2], x[:, :2], x[:, 0], x[:, 0], False, x[:1], x[:1])
-    gth_solve(x[:, :2], x[:, :2], x, x)
-    top_two_eigenvalues(-x, x[:, :2])
-    y = np.ones((3, 2))
-    uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
-
-
-class _Uniformised:
-    """x ↦ Σ_n w_n Pⁿ x on a set of columns, P = I + (G − d̂)/c with one rate c for all of
-    them (the largest), run by the compiled series of :mod:`pde_popdyn._kernels`."""
-
-    def __init__(self, gen: ColumnGenerator, cols: np.ndarray):
-        self.c = float(gen.c[cols].max())
-        entries = gen.stay_up_down(cols, np.full(cols.size, self.c))
-        self.P = [np.ascontiguousarray(a.T if a.ndim == 2 else a) for a in entries]
-        self.periodic = gen.periodic
-
-    def weights(self, t: float, lam: float | None = None):
-        """Poisson weights for E(t) and, with a loss rate λ, (weights / t, t) for Φ(t): the
-        kernel drops weights below 1e-19, so they are scaled to sum to about one."""
-        w = poisson_weights(self.c * t)
-        if lam is None:
-            return w, None
-        v = _phi_weights(np.array([self.c]), lam, t, w.size - 1)[:, 0]
-        return w, (v / t, t)
-
-    def run(self, x: np.ndarray, w: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=float)
-        acc = w[0] * x
-        uniformised_series(x, *self.P, 0.0, self.periodic, False, w, acc)
-        return acc * scale
 
 
 __all__ = ["ColumnGenerator", "ColumnPropagator", "blas_single_thread", "warm_up"]

@@ -53,10 +53,61 @@ def exp_nodes() -> tuple[np.ndarray, np.ndarray, float, float]:
     return z, gamma, R_INF, delta
 
 
+class RationalColumns:
+    """E_j(kτ) = exp(kτG_j), k = 1, 2, on some h-columns of a
+    :class:`~pde_popdyn.fast.columns.ColumnGenerator`, by r (shifted as the column propagator's
+    ``apply``: the factor e^{kτ(d̂_j − D)} is ``shift``).
+
+    The error of r is at most δ‖y‖ with ‖y‖² = Σy²/π (module docstring), which is large for
+    content far out in the tails of π, even round-off (the h-mutation's transforms leave
+    ~1e-16 of every column in every other). So each input column is split as g = y + z with
+    y = min(g, Mπs), s = max(its mass, the mean column mass) and M chosen so that
+    δ‖y‖ ≤ 1e-12 s (with d constant, the Gibbs part (Σg)π is taken out of g first and carried
+    exactly: E π = π); y goes through r, and the tail excess z ≥ 0 is carried by the positive
+    map z ↦ ½z + ½πΣz (mass-preserving where d is constant), whose error is at most 2Σz:
+    allowed while Σz ≤ 1e-13 s (recorded in ``tail_mass``). :meth:`apply` reports the columns
+    with more tail mass than that (data far from equilibrium), which the caller advances
+    otherwise. Entries of relative size δ below zero are set to zero and their mass returned;
+    a constant-d column gets its exact mass back (E is column-stochastic there).
+    """
+
+    #: the per-input bound (relative to the column scale s) and the tail mass allowed
+    TOL, TAIL_TOL = 1e-12, 1e-13
+
+    def __init__(self, gen, tau: float, cols: np.ndarray, shift: np.ndarray, ncol_total: int):
+        from ._column_kernels import RationalFactors
+        op = gen.op
+        z, gamma, self.r_inf, self.delta = exp_nodes()
+        top = gen.top()[cols]
+        self.factors = [RationalFactors(k * tau * op.up[:, cols], k * tau * op.down[:, cols],
+                                        -k * tau * gen.out[:, cols],
+                                        z[:, None] + k * tau * top[None, :], gamma)
+                        for k in (1, 2)]
+        self.pi = np.ascontiguousarray(op.gibbs[:, cols])
+        self.flat = gen.flat[cols]
+        self.growth = [np.exp(k * tau * top) for k in (1, 2)]
+        self.shift = [np.ascontiguousarray(shift ** k) for k in (1, 2)]
+        self.ncol_total = ncol_total
+        self.tail_mass = 0.0
+
+    def apply(self, x: np.ndarray, k: int):
+        """(E(kτ)x shifted, ok per column, clipped mass) for x (n, ncol) C-contiguous;
+        columns with ok False hold garbage and must be recomputed by the caller."""
+        from ._column_kernels import rational_finish, rational_split
+        y, z, base, zm, ok = rational_split(x, self.pi, self.flat, self.ncol_total, self.delta,
+                                            self.TOL, self.TAIL_TOL)
+        out = self.r_inf * y
+        self.factors[k - 1].apply(y, out)
+        clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat,
+                                        self.growth[k - 1], self.shift[k - 1])
+        self.tail_mass += tail
+        return out, ok, clipped
+
+
 def rational_exp(s, z: np.ndarray, gamma: np.ndarray, r_inf: float):
     """r(s) for real s (scalar or array), for checks."""
     s = np.asarray(s, dtype=float)
     return r_inf + (gamma / (s[..., None] - z)).real.sum(axis=-1)
 
 
-__all__ = ["exp_nodes", "rational_exp"]
+__all__ = ["RationalColumns", "exp_nodes", "rational_exp"]
