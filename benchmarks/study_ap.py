@@ -401,7 +401,8 @@ def cost(cfg: dict) -> dict:
                      else "")
         print(f"  [cost] ε={eps:g}: {rec['new']['wall_seconds']:.3f} s (set-up "
               f"{rec['new']['setup_seconds']:.3f} s; {info['projection']} rank-one, "
-              f"{info['dense']} dense, {info['uniformisation']} uniformisation columns)"
+              f"{info['dense']} dense, {info['uniformisation']} uniformisation, "
+              f"{info.get('rational', 0)} rational columns)"
               + split_txt, flush=True)
         rows.append(rec)
     walls = np.array([r["new"]["wall_seconds"] for r in rows])
