@@ -95,6 +95,51 @@ def test_systematic_plan_is_one_resampling_of_the_whole_population():
     assert np.abs(counts - ref).sum() <= 2 * len(parts)
 
 
+def test_chunk_scaled_counts_are_the_counts_of_the_scaled_weights():
+    """The counts of weights scaled chunk by chunk as they are read equal, bit for bit, those
+    of the weights multiplied out beforehand; unit factors change nothing."""
+    rng = np.random.default_rng(2)
+    m, chunk = 5 * K.BLOCK + 77, 2 * K.BLOCK
+    w = rng.random(m)
+    fac = np.array([1.0, 0.3, 1e-3])
+    scaled = w * np.repeat(fac, chunk)[:m]
+    for off, lo, hi in ((0.25, 0, 900), (17.6, 3, 700)):
+        sc = (hi - lo) / scaled.sum()
+        a, b, c, d = w.copy(), scaled.copy(), w.copy(), w.copy()
+        K.counts_scaled(a, m, off, sc, lo, hi, fac, chunk)
+        K.systematic_counts_into(b, m, off, sc, lo, hi)
+        assert np.array_equal(a, b) and a.sum() == hi - lo
+        K.counts_scaled(c, m, off, sc, lo, hi, np.ones(1), m + 1)
+        K.systematic_counts_into(d, m, off, sc, lo, hi)
+        assert np.array_equal(c, d)
+
+
+def test_the_fused_step_computes_the_selection_weights_chunk_by_chunk(monkeypatch):
+    """With ``weights=(w, kt)`` the fused step moves the agents exactly as without, and w
+    holds e^{kt(F − m_c)} per chunk c, m_c the chunk's largest F (what a shard's advance
+    hands to the replicator's selection instead of F)."""
+    from pde_popdyn.particles import fused
+    from pde_popdyn.particles.population import Population
+    from pde_popdyn.particles.system import Simulator
+    monkeypatch.setattr(fused, "CHUNK", 3 * K.BLOCK + 6)       # rounded down to whole blocks
+    model = GP.model()
+    n, kt = 10_000, 0.8
+    th, h = gaussian_init(n, np.random.default_rng(1))
+    runs, wbuf = [], np.empty(n + 3)
+    for weights in (None, (wbuf, kt)):
+        sim = Simulator(model, n, np.random.default_rng(4), _opts())
+        P = Population(th.copy(), h.copy())
+        runs.append((P, sim.fused(P, 0.05, True, sim._chunk_fitness, weights=weights)))
+    (P0, F), (P1, (tops, sums, chunk)) = runs
+    assert chunk == 3 * K.BLOCK and tops.size == -(-n // chunk)
+    assert np.array_equal(P0.theta, P1.theta) and np.array_equal(P0.h, P1.h)
+    for c in range(tops.size):
+        Fc = F[c * chunk:(c + 1) * chunk]
+        wc = np.exp(kt * (Fc - Fc.max()))
+        assert tops[c] == Fc.max() and np.isclose(sums[c], wc.sum(), rtol=1e-13)
+        np.testing.assert_allclose(wbuf[c * chunk:min((c + 1) * chunk, n)], wc, rtol=1e-14)
+
+
 # --------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------

@@ -308,7 +308,17 @@ def _block_sum_py(x, m):
 def _counts_py(w, m, offset, scale, k_lo, k_hi):
     """w[:m] ← offspring numbers ⌊offset + scale·C_i⌋ − ⌊offset + scale·C_{i−1}⌋ (C the running
     sum of w), the cumulative values clamped to [k_lo, k_hi] and the last one set to k_hi, so
-    that the counts sum to k_hi − k_lo exactly whatever the rounding.
+    that the counts sum to k_hi − k_lo exactly whatever the rounding (:func:`counts_scaled`
+    with unit factors: the same arithmetic)."""
+    one = np.ones(1)
+    counts_scaled(w, m, offset, scale, k_lo, k_hi, one, m + 1)
+
+
+def _counts_scaled_py(w, m, offset, scale, k_lo, k_hi, fac, chunk):
+    """:func:`systematic_counts_into` of the weights w_i·fac[i // chunk] (``chunk`` a multiple
+    of :data:`BLOCK`: the weights of a sharded step come in chunks, each with its own
+    scale, :meth:`pde_popdyn.particles.fused.FusedStep.__call__`); the factors are applied as
+    the weights are read.
 
     Block by block: the running sum of a block is taken over its four quarters at once (four
     independent chains of additions, then the quarters' offsets), and the floors and their
@@ -323,13 +333,14 @@ def _counts_py(w, m, offset, scale, k_lo, k_hi):
     for b0 in range(0, m, B):
         mb = min(B, m - b0)
         wb = w[b0:b0 + mb]
+        f = fac[b0 // chunk]
         if mb == B:
             s0 = s1 = s2 = s3 = 0.0
             for j in range(Q):
-                s0 += wb[j]
-                s1 += wb[Q + j]
-                s2 += wb[2 * Q + j]
-                s3 += wb[3 * Q + j]
+                s0 += wb[j] * f
+                s1 += wb[Q + j] * f
+                s2 += wb[2 * Q + j] * f
+                s3 += wb[3 * Q + j] * f
                 buf[j + 1] = s0
                 buf[Q + j + 1] = s1
                 buf[2 * Q + j + 1] = s2
@@ -345,7 +356,7 @@ def _counts_py(w, m, offset, scale, k_lo, k_hi):
             c = o3 + s3
         else:
             for j in range(mb):
-                c += wb[j]
+                c += wb[j] * f
                 buf[j + 1] = c
         for j in range(mb):
             buf[j + 1] = min(max(np.floor(offset + scale * buf[j + 1]), lo), hi)
@@ -449,6 +460,7 @@ if HAVE_NUMBA:
     advance = _jit(_advance_py)
     joint = _jit(_joint_py)
     log_weights = _jit(_log_weights_py)
+    counts_scaled = _jit(_counts_scaled_py)
     systematic_counts_into = _jit(_counts_py)
     fill_in_place = _jit(_fill_py)
     moments = _jit(_moments_py)
@@ -457,7 +469,9 @@ else:  # pragma: no cover - exercised only without numba
     fold, fix_block, advance, joint = _fold_py, _fix_block_py, _advance_py, _joint_py
     ou_block, exp_block, block_sum = _ou_block_py, _exp_block_py, _block_sum_py
     log_weights, systematic_counts_into, fill_in_place = _log_weights_py, _counts_py, _fill_py
+    counts_scaled = _counts_scaled_py
     moments, bin2d = _moments_py, _bin2d_py
 
-__all__ = ["advance", "log_weights", "systematic_counts_into", "fill_in_place", "moments",
+__all__ = ["advance", "log_weights", "systematic_counts_into", "counts_scaled",
+           "fill_in_place", "moments",
            "bin2d", "fold", "BLOCK", "BOUNDARY_CODES", "HAVE_NUMBA"]

@@ -35,8 +35,10 @@ written to a temporary name and renamed, so a killed run leaves the last complet
 checkpoint. ``simulate_particles(model, None, None, t_final, None, resume=DIR, client=C)``
 continues it, bit for bit as the uninterrupted run that checkpointed at the same steps.
 
-Memory per shard: its agents with 5 % spare capacity, plus the fitness and the weights
-during selection (about 41 bytes per agent with d = 1).
+Memory per shard: its agents with 5 % spare capacity, plus the weights during selection
+(and the fitness, unless the fused step computes the weights in its own pass, as it does
+for the replicator with instantaneous fitness: :meth:`Shard.advance
+<pde_popdyn.particles.shard.Shard.advance>`).
 """
 
 from __future__ import annotations
