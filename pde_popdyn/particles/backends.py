@@ -4,7 +4,8 @@ a batch of calls on every shard at once (:meth:`run_all`), returning each shard'
 
 * :class:`DaskBackend` — one actor per shard on the workers of a dask.distributed Client,
   spread over the workers round-robin (one shard per worker when there are as many workers
-  as shards);
+  as shards); a round trip calls every shard's worker directly (not through the scheduler)
+  and waits for all of them at once;
 * :class:`ProcessBackend` — one local process per shard (spawned; the model and the options
   travel by cloudpickle, so lambdas work), talking over a pipe;
 * :class:`InlineBackend` — the shards in this process, one after another (tests,
@@ -147,11 +148,33 @@ class DaskBackend:
         self.workers = [workers[i % len(workers)] for i in range(len(specs))]
         self.client = client
         self.stats = _Stats()
+        # call the actors' workers directly, all shards in one coroutine, rather than through
+        # the actor handles (which, unless the client is direct_to_workers, route every call
+        # through the scheduler, and wait for each result on its own)
+        self.direct = all(hasattr(client, a) for a in ("rpc", "sync"))
+
+    async def _run_direct(self, batches: list[list]) -> list:
+        import asyncio
+
+        from distributed.protocol import to_serialize
+        replies = await asyncio.gather(*[
+            self.client.rpc(w).actor_execute(function="run", actor=a.key,
+                                             args=[to_serialize(b)], kwargs={})
+            for w, a, b in zip(self.workers, self.actors, batches)])
+        out = []
+        for r in replies:
+            if r.get("status") != "OK":
+                raise r["exception"]
+            out.append(r["result"])
+        return out
 
     def run_all(self, batches: list[list]) -> list[list]:
         t0, c0 = time.perf_counter(), time.process_time()
-        futures = [a.run(b) for a, b in zip(self.actors, batches)]
-        out = [f.result() for f in futures]
+        if self.direct:
+            out = self.client.sync(self._run_direct, batches)
+        else:
+            futures = [a.run(b) for a, b in zip(self.actors, batches)]
+            out = [f.result() for f in futures]
         self.stats.round_trips += 1
         self.stats.seconds += time.perf_counter() - t0
         self.stats.client_cpu_seconds += time.process_time() - c0
