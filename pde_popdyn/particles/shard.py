@@ -66,7 +66,7 @@ class Shard:
         self.sim = Simulator(self.model, self.size, self.rng, spec["opts"])
         self.P = Population(self._tbuf[:self.size], self._hbuf[:self.size])
         self.scratch: dict = {}
-        self.stats = {"seconds": 0.0}
+        self.stats = {"seconds": 0.0, "cpu": 0.0}
 
     # -- buffers ---------------------------------------------------------------------------
     def _allocate(self, n: int) -> None:
@@ -97,7 +97,7 @@ class Shard:
         this class, ``"rule"`` the selection rule's shard-side method ``name(shard, *args)``.
         Returns the results, and the shard's size last."""
         import time
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         out = []
         for i, (kind, name, args) in enumerate(batch):
             if kind == "rule":
@@ -109,6 +109,7 @@ class Shard:
                 out.append(getattr(self, name)(*args))
         out.append(self.size)
         self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["cpu"] += time.thread_time() - c0
         return out
 
     # -- built-in operations ---------------------------------------------------------------
@@ -175,6 +176,10 @@ class Shard:
     def busy_seconds(self) -> float:
         """Seconds this shard spent executing calls."""
         return self.stats["seconds"]
+
+    def timings(self) -> tuple[float, float]:
+        """(seconds, CPU seconds of the executing thread) this shard spent executing calls."""
+        return self.stats["seconds"], self.stats["cpu"]
 
     def check_finite(self) -> bool:
         return bool(np.isfinite(self.P.theta).all() and np.isfinite(self.P.h).all())
