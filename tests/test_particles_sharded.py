@@ -287,7 +287,7 @@ def test_sharded_bad_input_raises_clear_errors(tmp_path):
 @pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_sharded_on_a_dask_cluster_matches_inline(processes):
     """Two dask workers (one thread each) run the same shards as the inline backend, bit for
-    bit. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
+    bit, and an error in a shard surfaces as itself. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
     runs the workers as threads; ``-m slow`` runs them as processes.)"""
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
     model = GP.model()
@@ -297,6 +297,15 @@ def test_sharded_on_a_dask_cluster_matches_inline(processes):
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         ens = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
+
+        def fitness(theta, h):                 # fails on the workers, not in the first call
+            if theta.shape[0] > 5000:
+                raise RuntimeError("boom on a worker")
+            return model.fitness(theta, h)
+        bad = pp.Model(model.loss, fitness, temperature=GP.T, eps=GP.eps,
+                       selection=pp.Replicator(1.0), quadratic=(GP.K, lambda h: GP.a * h))
+        with pytest.raises(RuntimeError, match="boom on a worker"):
+            simulate_particles(bad, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
     assert ens.info["backend"] == "dask"
     assert np.array_equal(ens.theta, inline.theta) and np.array_equal(ens.h, inline.h)
     np.testing.assert_array_equal(ens.summaries["mean_h"], inline.summaries["mean_h"])

@@ -112,6 +112,12 @@ class Shard:
         self.stats["cpu"] += time.thread_time() - c0
         return out
 
+    def run_pickled(self, batch: bytes) -> bytes:
+        """:meth:`run` of a pickled batch, its results pickled (what the dask backend sends:
+        plain bytes, which dask moves without inspecting them)."""
+        import pickle
+        return pickle.dumps(self.run(pickle.loads(batch)), protocol=pickle.HIGHEST_PROTOCOL)
+
     # -- built-in operations ---------------------------------------------------------------
     def _weights_ahead(self, following: list):
         """kt if the call after an advance asks for the weights e^{kt·F} of the advanced
