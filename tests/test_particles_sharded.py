@@ -114,6 +114,30 @@ def test_chunk_scaled_counts_are_the_counts_of_the_scaled_weights():
         assert np.array_equal(c, d)
 
 
+@pytest.mark.parametrize("m,lo,hi", [(5 * K.BLOCK + 77, 0, 5 * K.BLOCK + 77),
+                                     (3000, 10, 2900), (3000, 0, 3400), (40, 0, 55),
+                                     (2 * K.BLOCK, 5, 5 + 2 * K.BLOCK)])
+def test_one_pass_resampling_is_counts_then_fill(m, lo, hi):
+    """resample_scaled (the offspring numbers computed block by block as the fill reaches
+    them) leaves the same agents in the same slots as counts_scaled then fill_in_place, for
+    shards that keep, lose or gain agents, with and without chunk factors."""
+    rng = np.random.default_rng(m + lo)
+    chunk = K.BLOCK
+    for w in (rng.random(m), np.exp(8 * rng.normal(size=m) - 8)):
+        for fac in (np.ones(1), 0.2 + rng.random(-(-m // chunk))):
+            ch = m + 1 if fac.size == 1 else chunk
+            sc = (hi - lo) / (w * np.repeat(fac, ch)[:m]).sum()
+            cap = max(m, hi - lo) + 3
+            ref_t, ref_h = rng.normal(size=(cap, 2)), rng.normal(size=cap)
+            a_t, a_h, b_t, b_h = ref_t.copy(), ref_h.copy(), ref_t.copy(), ref_h.copy()
+            wa, wb = w.copy(), w.copy()
+            K.counts_scaled(wa, m, 0.37, sc, lo, hi, fac, ch)
+            K.fill_in_place(wa, m, hi - lo, a_t.reshape(-1), 2, a_h)
+            K.resample_scaled(wb, m, 0.37, sc, lo, hi, fac, ch, b_t.reshape(-1), 2, b_h)
+            n = hi - lo
+            assert np.array_equal(a_t[:n], b_t[:n]) and np.array_equal(a_h[:n], b_h[:n])
+
+
 def test_the_fused_step_computes_the_selection_weights_chunk_by_chunk(monkeypatch):
     """With ``weights=(w, kt)`` the fused step moves the agents exactly as without, and w
     holds e^{kt(F − m_c)} per chunk c, m_c the chunk's largest F (what a shard's advance

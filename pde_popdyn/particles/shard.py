@@ -204,13 +204,11 @@ class Shard:
         if self.size == 0:
             self._set_size(0)
             return 0
-        if factors is None:
-            K.systematic_counts_into(w, self.size, offset, scale, int(k_lo), int(k_hi))
-        else:
-            K.counts_scaled(w, self.size, offset, scale, int(k_lo), int(k_hi),
-                            np.ascontiguousarray(factors[0], dtype=float), int(factors[1]))
+        fac, chunk = (np.ones(1), self.size + 1) if factors is None else \
+            (np.ascontiguousarray(factors[0], dtype=float), int(factors[1]))
         d = int(np.prod(self.d_shape)) if self.d_shape else 1
-        K.fill_in_place(w, self.size, n_out, self._tbuf.reshape(-1), d, self._hbuf)
+        K.resample_scaled(w, self.size, offset, scale, int(k_lo), int(k_hi), fac, chunk,
+                          self._tbuf.reshape(-1), d, self._hbuf)
         self._set_size(n_out)
         return n_out
 
