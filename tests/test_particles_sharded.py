@@ -309,9 +309,10 @@ def test_sharded_bad_input_raises_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_sharded_on_a_dask_cluster_matches_inline(processes):
+def test_sharded_on_a_dask_cluster_matches_inline(processes, monkeypatch):
     """Two dask workers (one thread each) run the same shards as the inline backend, bit for
-    bit, and an error in a shard surfaces as itself. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
+    bit, through direct calls or (when those fail at start) the actor handles, and an error in
+    a shard surfaces as itself. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
     runs the workers as threads; ``-m slow`` runs them as processes.)"""
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
     model = GP.model()
@@ -330,6 +331,14 @@ def test_sharded_on_a_dask_cluster_matches_inline(processes):
                        selection=pp.Replicator(1.0), quadratic=(GP.K, lambda h: GP.a * h))
         with pytest.raises(RuntimeError, match="boom on a worker"):
             simulate_particles(bad, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
+
+        async def no_direct_calls(self, batches):
+            raise RuntimeError("the workers have no actor_execute handler")
+        from pde_popdyn.particles.backends import DaskBackend
+        monkeypatch.setattr(DaskBackend, "_run_direct", no_direct_calls)
+        via_actors = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client,
+                                        **kw)
+    assert np.array_equal(via_actors.h, inline.h)        # the actor handles' path, checked
     assert ens.info["backend"] == "dask"
     assert np.array_equal(ens.theta, inline.theta) and np.array_equal(ens.h, inline.h)
     np.testing.assert_array_equal(ens.summaries["mean_h"], inline.summaries["mean_h"])

@@ -152,6 +152,12 @@ class DaskBackend:
         # the actor handles (which, unless the client is direct_to_workers, route every call
         # through the scheduler, and wait for each result on its own)
         self.direct = all(hasattr(client, a) for a in ("rpc", "sync"))
+        if self.direct:                  # the worker's actor_execute handler is dask-internal:
+            try:                         # check it once (an empty batch) and fall back if not
+                self.client.sync(self._run_direct, [[] for _ in self.actors])
+            except Exception:
+                self.direct = False
+            self.stats = _Stats()
 
     async def _run_direct(self, batches: list[list]) -> list:
         """The batches, pickled here and unpickled by the shards (:meth:`Shard.run_pickled`),
