@@ -4,7 +4,10 @@
    agents × 40 steps (quick: 2·10⁶ × 10), run unsharded in a fresh process and sharded on a
    dask LocalCluster of two workers with one thread each (each shard draws its own agents;
    positions are not gathered), alternately twice; the rates are agent-steps per wall-clock
-   second, and the bar is ≥ 1.6× the one-process rate. The machine has two cores shared with
+   second, and the bar is ≥ 1.6× the one-process rate. The cluster runs with dask's own
+   bookkeeping turned down (:data:`QUIET_DASK`: no worker profiler or dashboard, slower
+   ticks and system monitor, no work stealing), which with two workers on two cores
+   otherwise takes ~15 % of a core away from them. The machine has two cores shared with
    other users: the load averages are recorded, and the figure is only as good as the share
    of the two cores the workers got. Per-step communication: round trips per step, their
    wall time beyond the shards' own compute time, and the bytes sent and received (the
@@ -95,12 +98,27 @@ def _env() -> dict:
                     [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
 
 
+#: dask settings of the benchmark's cluster: its own bookkeeping kept off the two cores the
+#: workers compute on (idle, the default settings cost the client process, which hosts the
+#: scheduler and the nannies, ~8 % of a core and each worker ~5 %; these ~2 % and ~1 %):
+#: no worker profiler (it samples the computing thread every 10 ms), the event-loop
+#: responsiveness tick every second instead of every 20 ms, the system monitor every 2 s
+#: instead of 0.5 s, no work stealing (a sharded run's calls go to actors pinned to their
+#: workers) and no dashboard
+QUIET_DASK = {"distributed.worker.profile.enabled": False,
+              "distributed.admin.tick.interval": "1s",
+              "distributed.admin.system-monitor.interval": "2s",
+              "distributed.scheduler.work-stealing": False}
+
+
 def _cluster():
+    import dask
     from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env={"OMP_NUM_THREADS": "1",
-                                                        "NUMBA_NUM_THREADS": "1"})
-    return cluster, Client(cluster)
+    with dask.config.set(QUIET_DASK):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"OMP_NUM_THREADS": "1",
+                                                            "NUMBA_NUM_THREADS": "1"})
+        return cluster, Client(cluster)
 
 
 def _one_process(n: int, steps: int) -> dict:
@@ -134,6 +152,7 @@ def _sharded(client, n: int, steps: int, shards: int = 2, model=None, init=None)
     return {"run_seconds": i["run_seconds"], "rate": n * steps / i["run_seconds"],
             "round_trips": i["round_trips"], "round_trip_seconds": i["round_trip_seconds"],
             "shard_busy_seconds": i["shard_busy_seconds"],
+            "shard_cpu_seconds": i.get("shard_cpu_seconds"),
             "worker_cpu_seconds": [cpu1[w] - cpu0[w] for w in sorted(cpu0)],
             "comm_seconds_per_step": max(i["run_seconds"] - busy, 0.0) / steps,
             "client_cpu_seconds_per_round_trip": i["client_cpu_seconds_in_round_trips"]

@@ -95,6 +95,75 @@ def test_systematic_plan_is_one_resampling_of_the_whole_population():
     assert np.abs(counts - ref).sum() <= 2 * len(parts)
 
 
+def test_chunk_scaled_counts_are_the_counts_of_the_scaled_weights():
+    """The counts of weights scaled chunk by chunk as they are read equal, bit for bit, those
+    of the weights multiplied out beforehand; unit factors change nothing."""
+    rng = np.random.default_rng(2)
+    m, chunk = 5 * K.BLOCK + 77, 2 * K.BLOCK
+    w = rng.random(m)
+    fac = np.array([1.0, 0.3, 1e-3])
+    scaled = w * np.repeat(fac, chunk)[:m]
+    for off, lo, hi in ((0.25, 0, 900), (17.6, 3, 700)):
+        sc = (hi - lo) / scaled.sum()
+        a, b, c, d = w.copy(), scaled.copy(), w.copy(), w.copy()
+        K.counts_scaled(a, m, off, sc, lo, hi, fac, chunk)
+        K.systematic_counts_into(b, m, off, sc, lo, hi)
+        assert np.array_equal(a, b) and a.sum() == hi - lo
+        K.counts_scaled(c, m, off, sc, lo, hi, np.ones(1), m + 1)
+        K.systematic_counts_into(d, m, off, sc, lo, hi)
+        assert np.array_equal(c, d)
+
+
+@pytest.mark.parametrize("m,lo,hi", [(5 * K.BLOCK + 77, 0, 5 * K.BLOCK + 77),
+                                     (3000, 10, 2900), (3000, 0, 3400), (40, 0, 55),
+                                     (2 * K.BLOCK, 5, 5 + 2 * K.BLOCK)])
+def test_one_pass_resampling_is_counts_then_fill(m, lo, hi):
+    """resample_scaled (the offspring numbers computed block by block as the fill reaches
+    them) leaves the same agents in the same slots as counts_scaled then fill_in_place, for
+    shards that keep, lose or gain agents, with and without chunk factors."""
+    rng = np.random.default_rng(m + lo)
+    chunk = K.BLOCK
+    for w in (rng.random(m), np.exp(8 * rng.normal(size=m) - 8)):
+        for fac in (np.ones(1), 0.2 + rng.random(-(-m // chunk))):
+            ch = m + 1 if fac.size == 1 else chunk
+            sc = (hi - lo) / (w * np.repeat(fac, ch)[:m]).sum()
+            cap = max(m, hi - lo) + 3
+            ref_t, ref_h = rng.normal(size=(cap, 2)), rng.normal(size=cap)
+            a_t, a_h, b_t, b_h = ref_t.copy(), ref_h.copy(), ref_t.copy(), ref_h.copy()
+            wa, wb = w.copy(), w.copy()
+            K.counts_scaled(wa, m, 0.37, sc, lo, hi, fac, ch)
+            K.fill_in_place(wa, m, hi - lo, a_t.reshape(-1), 2, a_h)
+            K.resample_scaled(wb, m, 0.37, sc, lo, hi, fac, ch, b_t.reshape(-1), 2, b_h)
+            n = hi - lo
+            assert np.array_equal(a_t[:n], b_t[:n]) and np.array_equal(a_h[:n], b_h[:n])
+
+
+def test_the_fused_step_computes_the_selection_weights_chunk_by_chunk(monkeypatch):
+    """With ``weights=(w, kt)`` the fused step moves the agents exactly as without, and w
+    holds e^{kt(F − m_c)} per chunk c, m_c the chunk's largest F (what a shard's advance
+    hands to the replicator's selection instead of F)."""
+    from pde_popdyn.particles import fused
+    from pde_popdyn.particles.population import Population
+    from pde_popdyn.particles.system import Simulator
+    monkeypatch.setattr(fused, "CHUNK", 3 * K.BLOCK + 6)       # rounded down to whole blocks
+    model = GP.model()
+    n, kt = 10_000, 0.8
+    th, h = gaussian_init(n, np.random.default_rng(1))
+    runs, wbuf = [], np.empty(n + 3)
+    for weights in (None, (wbuf, kt)):
+        sim = Simulator(model, n, np.random.default_rng(4), _opts())
+        P = Population(th.copy(), h.copy())
+        runs.append((P, sim.fused(P, 0.05, True, sim._chunk_fitness, weights=weights)))
+    (P0, F), (P1, (tops, sums, chunk)) = runs
+    assert chunk == 3 * K.BLOCK and tops.size == -(-n // chunk)
+    assert np.array_equal(P0.theta, P1.theta) and np.array_equal(P0.h, P1.h)
+    for c in range(tops.size):
+        Fc = F[c * chunk:(c + 1) * chunk]
+        wc = np.exp(kt * (Fc - Fc.max()))
+        assert tops[c] == Fc.max() and np.isclose(sums[c], wc.sum(), rtol=1e-13)
+        np.testing.assert_allclose(wbuf[c * chunk:min((c + 1) * chunk, n)], wc, rtol=1e-14)
+
+
 # --------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------
@@ -240,9 +309,10 @@ def test_sharded_bad_input_raises_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_sharded_on_a_dask_cluster_matches_inline(processes):
+def test_sharded_on_a_dask_cluster_matches_inline(processes, monkeypatch):
     """Two dask workers (one thread each) run the same shards as the inline backend, bit for
-    bit. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
+    bit, through direct calls or (when those fail at start) the actor handles, and an error in
+    a shard surfaces as itself. (Worker processes take 10-20 s to start on a loaded machine, so the default suite
     runs the workers as threads; ``-m slow`` runs them as processes.)"""
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
     model = GP.model()
@@ -252,6 +322,23 @@ def test_sharded_on_a_dask_cluster_matches_inline(processes):
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         ens = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
+
+        def fitness(theta, h):                 # fails on the workers, not in the first call
+            if theta.shape[0] > 5000:
+                raise RuntimeError("boom on a worker")
+            return model.fitness(theta, h)
+        bad = pp.Model(model.loss, fitness, temperature=GP.T, eps=GP.eps,
+                       selection=pp.Replicator(1.0), quadratic=(GP.K, lambda h: GP.a * h))
+        with pytest.raises(RuntimeError, match="boom on a worker"):
+            simulate_particles(bad, 20_000, gaussian_init, 0.5, 0.05, client=client, **kw)
+
+        async def no_direct_calls(self, batches):
+            raise RuntimeError("the workers have no actor_execute handler")
+        from pde_popdyn.particles.backends import DaskBackend
+        monkeypatch.setattr(DaskBackend, "_run_direct", no_direct_calls)
+        via_actors = simulate_particles(model, 20_000, gaussian_init, 0.5, 0.05, client=client,
+                                        **kw)
+    assert np.array_equal(via_actors.h, inline.h)        # the actor handles' path, checked
     assert ens.info["backend"] == "dask"
     assert np.array_equal(ens.theta, inline.theta) and np.array_equal(ens.h, inline.h)
     np.testing.assert_array_equal(ens.summaries["mean_h"], inline.summaries["mean_h"])

@@ -151,11 +151,19 @@ class FusedStep:
                 a, sd)
 
     # -- one time step ---------------------------------------------------------------------
-    def __call__(self, P, dt: float, strang: bool, fitness=None) -> np.ndarray | None:
+    def __call__(self, P, dt: float, strang: bool, fitness=None, weights: tuple | None = None):
         """Advance P over Δt in place; with ``fitness`` (the model's F(θ, h)), also return F of
         the advanced agents. The agents are processed in chunks of :data:`CHUNK`, each taken
         through all its sub-steps (and the fitness) while it is in the cache; the normals are
-        indexed by the agents' global numbers, so the result does not depend on the chunks."""
+        indexed by the agents' global numbers, so the result does not depend on the chunks.
+
+        ``weights=(w, kt)`` (with ``fitness``; a sharded step, whose next call is the
+        selection): w (length ≥ N) receives, chunk by chunk while F is in the cache, the
+        selection weights e^{kt(F − m_c)} with m_c the chunk's largest F, instead of F being
+        returned; the return value is then (m_c, Σ_c w, chunk length): the chunks' weights
+        relative to a common maximum M are scaled by e^{kt(m_c − M)}
+        (:func:`kernels.counts_scaled`). The chunks are then whole blocks of
+        :data:`kernels.BLOCK` agents, and the weights' rounding depends on the chunk length."""
         contiguous(P)
         tf = P.theta.reshape(-1)
         d = 1 if P.theta.ndim == 1 else P.theta.shape[1]
@@ -166,14 +174,20 @@ class FusedStep:
         a_full = float(np.sqrt(2.0 * self.D * dt)) if self.D > 0 else 0.0
         box = (self.lo, self.hi, self.kind, self.tlo, self.thi, self.twrap)
         none = np.zeros(1)
-        F = np.empty(n) if fitness is not None else None
+        F = np.empty(n) if fitness is not None and weights is None else None
+        chunk = CHUNK
+        if weights is not None:
+            F, kt = weights
+            chunk = max(K.BLOCK, chunk // K.BLOCK * K.BLOCK)      # whole blocks per chunk
+            tops = np.empty(-(-n // chunk))
+            sums = np.empty(tops.shape[0])
         split = strang and self.callable_fields and a_half
         joint = self._joint_coefficients(dt) if strang and a_half and d == 1 and \
             self.affine is not None else None
         self.stats["fused_pass"] = ("joint Gaussian move" if joint is not None else
                                     "two passes around the callables" if split else "one pass")
-        for c0 in range(0, n, CHUNK):
-            c1 = min(c0 + CHUNK, n)
+        for c0 in range(0, n, chunk):
+            c1 = min(c0 + chunk, n)
             tb, hb, base = tf[c0 * d:c1 * d], h[c0:c1], np.uint64(c0)
             if joint is not None:
                 K.joint(tb, hb, n0, n1, n2, base, *joint, *box)
@@ -191,7 +205,10 @@ class FusedStep:
                           *box)
             if F is not None:
                 F[c0:c1] = fitness(P.theta[c0:c1], hb)
-        return F
+                if weights is not None:
+                    wc = F[c0:c1]
+                    tops[c0 // chunk], sums[c0 // chunk] = K.log_weights(wc, wc, kt)
+        return (tops, sums, chunk) if weights is not None else F
 
 
 #: agents per chunk of the fused step (θ, h and F of a chunk stay in the cache)

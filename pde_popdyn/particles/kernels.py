@@ -10,7 +10,8 @@
 * :func:`systematic_counts_into` and :func:`fill_in_place` — systematic resampling in place,
   O(N) without sorting: agent i gets c_i = ⌊o + g C_i⌋ − ⌊o + g C_{i−1}⌋ copies (C_i the
   cumulative weights); agents with c_i ≥ 1 keep their slot, and the extra copies fill the slots
-  of the agents with c_i = 0 (and, when the number of agents grows, the new slots).
+  of the agents with c_i = 0 (and, when the number of agents grows, the new slots);
+  :func:`resample_scaled` does both in one pass (a shard's resampling).
 * :func:`moments` — weighted sums for the moments of (θ, h) and ⟨F⟩ in one pass.
 * :func:`bin2d` — a weighted histogram on uniform edges, O(N).
 
@@ -308,53 +309,132 @@ def _block_sum_py(x, m):
 def _counts_py(w, m, offset, scale, k_lo, k_hi):
     """w[:m] ← offspring numbers ⌊offset + scale·C_i⌋ − ⌊offset + scale·C_{i−1}⌋ (C the running
     sum of w), the cumulative values clamped to [k_lo, k_hi] and the last one set to k_hi, so
-    that the counts sum to k_hi − k_lo exactly whatever the rounding.
+    that the counts sum to k_hi − k_lo exactly whatever the rounding (:func:`counts_scaled`
+    with unit factors: the same arithmetic)."""
+    one = np.ones(1)
+    counts_scaled(w, m, offset, scale, k_lo, k_hi, one, m + 1)
 
-    Block by block: the running sum of a block is taken over its four quarters at once (four
-    independent chains of additions, then the quarters' offsets), and the floors and their
-    differences in loops that vectorise; the integers are held exactly in float64. (The
-    running sum so differs from a strictly sequential one by rounding only.)"""
+
+def _counts_scaled_py(w, m, offset, scale, k_lo, k_hi, fac, chunk):
+    """:func:`systematic_counts_into` of the weights w_i·fac[i // chunk] (``chunk`` a multiple
+    of :data:`BLOCK`: the weights of a sharded step come in chunks, each with its own
+    scale, :meth:`pde_popdyn.particles.fused.FusedStep.__call__`); the factors are applied as
+    the weights are read. Block by block (:func:`counts_block`)."""
+    buf = np.empty(BLOCK + 1)
+    state = np.array([0.0, np.float64(k_lo)])
+    b0 = 0
+    while b0 < m:
+        b0 += counts_block(w, m, b0, offset, scale, np.float64(k_lo), np.float64(k_hi), fac,
+                           chunk, buf, state)
+
+
+def _counts_block_py(w, m, b0, offset, scale, lo, hi, fac, chunk, buf, state):
+    """The offspring numbers of the block of agents b0 … b0 + BLOCK − 1 (fewer at the end),
+    in place in w; ``state`` = [running sum, last cumulative count] carries from block to
+    block, ``buf`` (BLOCK + 1) is scratch; returns the block's length.
+
+    The running sum of a block is taken over its four quarters at once (four independent
+    chains of additions, then the quarters' offsets), and the floors and their differences
+    in loops that vectorise; the integers are held exactly in float64. (The running sum so
+    differs from a strictly sequential one by rounding only.)"""
     B = BLOCK
     Q = B // 4
-    buf = np.empty(B + 1)
+    c = state[0]
+    prev = state[1]
+    mb = min(B, m - b0)
+    wb = w[b0:b0 + mb]
+    f = fac[b0 // chunk]
+    if mb == B:
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(Q):
+            s0 += wb[j] * f
+            s1 += wb[Q + j] * f
+            s2 += wb[2 * Q + j] * f
+            s3 += wb[3 * Q + j] * f
+            buf[j + 1] = s0
+            buf[Q + j + 1] = s1
+            buf[2 * Q + j + 1] = s2
+            buf[3 * Q + j + 1] = s3
+        o1 = c + s0
+        o2 = o1 + s1
+        o3 = o2 + s2
+        for j in range(Q):
+            buf[j + 1] += c
+            buf[Q + j + 1] += o1
+            buf[2 * Q + j + 1] += o2
+            buf[3 * Q + j + 1] += o3
+        c = o3 + s3
+    else:
+        for j in range(mb):
+            c += wb[j] * f
+            buf[j + 1] = c
+    for j in range(mb):
+        buf[j + 1] = min(max(np.floor(offset + scale * buf[j + 1]), lo), hi)
+    if b0 + mb == m:
+        buf[mb] = hi
+    buf[0] = prev
+    for j in range(mb):
+        wb[j] = buf[j + 1] - buf[j]
+    state[0] = c
+    state[1] = buf[mb]
+    return mb
+
+
+def _resample_scaled_py(w, m, offset, scale, k_lo, k_hi, fac, chunk, tf, d, h):
+    """:func:`counts_scaled` and then :func:`fill_in_place` (n_out = k_hi − k_lo) in one pass:
+    the same offspring numbers, the same agents in the same slots, but each block's numbers
+    are computed (in w, as there) when the fill's cursors first reach it, so that the fill
+    reads them from the cache instead of a second pass over memory."""
+    n_out = int(k_hi - k_lo)
     lo, hi = np.float64(k_lo), np.float64(k_hi)
-    c = 0.0
-    prev = lo
-    for b0 in range(0, m, B):
-        mb = min(B, m - b0)
-        wb = w[b0:b0 + mb]
-        if mb == B:
-            s0 = s1 = s2 = s3 = 0.0
-            for j in range(Q):
-                s0 += wb[j]
-                s1 += wb[Q + j]
-                s2 += wb[2 * Q + j]
-                s3 += wb[3 * Q + j]
-                buf[j + 1] = s0
-                buf[Q + j + 1] = s1
-                buf[2 * Q + j + 1] = s2
-                buf[3 * Q + j + 1] = s3
-            o1 = c + s0
-            o2 = o1 + s1
-            o3 = o2 + s2
-            for j in range(Q):
-                buf[j + 1] += c
-                buf[Q + j + 1] += o1
-                buf[2 * Q + j + 1] += o2
-                buf[3 * Q + j + 1] += o3
-            c = o3 + s3
-        else:
-            for j in range(mb):
-                c += wb[j]
-                buf[j + 1] = c
-        for j in range(mb):
-            buf[j + 1] = min(max(np.floor(offset + scale * buf[j + 1]), lo), hi)
-        if b0 + mb == m:
-            buf[mb] = hi
-        buf[0] = prev
-        for j in range(mb):
-            wb[j] = buf[j + 1] - buf[j]
-        prev = buf[mb]
+    buf = np.empty(BLOCK + 1)
+    state = np.array([0.0, lo])
+    done = 0                                  # agents whose offspring numbers are in w
+    counts = w
+    keep = min(m, n_out)
+    src = 0
+    left = 0
+    j = 0
+    dst = 0
+    while dst < n_out:
+        if dst + 16 <= keep and dst % 16 == 0:
+            while done < dst + 16:
+                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
+            low = counts[dst]
+            for q in range(1, 16):
+                low = min(low, counts[dst + q])
+            if low > 0.0:
+                dst += 16
+                continue
+        if dst < m:
+            while done <= dst:
+                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
+            if counts[dst] != 0.0:
+                dst += 1
+                continue
+        while left == 0:
+            if src + 16 <= keep and src % 16 == 0:
+                while done < src + 16:
+                    done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf,
+                                         state)
+                top = counts[src]
+                for q in range(1, 16):
+                    top = max(top, counts[src + q])
+                if top <= 1.0:
+                    src += 16
+                    continue
+            while done <= src:
+                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
+            c = counts[src]
+            extra = c - 1.0 if src < keep and c >= 1.0 else (c if src >= keep else 0.0)
+            j = src
+            left = int(extra)
+            src += 1
+        for q in range(d):
+            tf[dst * d + q] = tf[j * d + q]
+        h[dst] = h[j]
+        left -= 1
+        dst += 1
 
 
 def _fill_py(counts, m, n_out, tf, d, h):
@@ -449,6 +529,10 @@ if HAVE_NUMBA:
     advance = _jit(_advance_py)
     joint = _jit(_joint_py)
     log_weights = _jit(_log_weights_py)
+    # inlined into its callers at numba's IR level: a call per block costs ~10 % of the pass
+    counts_block = numba.njit(cache=True, inline="always")(_counts_block_py)
+    counts_scaled = _jit(_counts_scaled_py)
+    resample_scaled = _jit(_resample_scaled_py)
     systematic_counts_into = _jit(_counts_py)
     fill_in_place = _jit(_fill_py)
     moments = _jit(_moments_py)
@@ -457,7 +541,11 @@ else:  # pragma: no cover - exercised only without numba
     fold, fix_block, advance, joint = _fold_py, _fix_block_py, _advance_py, _joint_py
     ou_block, exp_block, block_sum = _ou_block_py, _exp_block_py, _block_sum_py
     log_weights, systematic_counts_into, fill_in_place = _log_weights_py, _counts_py, _fill_py
+    counts_block, counts_scaled = _counts_block_py, _counts_scaled_py
+    resample_scaled = _resample_scaled_py
     moments, bin2d = _moments_py, _bin2d_py
 
-__all__ = ["advance", "log_weights", "systematic_counts_into", "fill_in_place", "moments",
+__all__ = ["advance", "log_weights", "systematic_counts_into", "counts_scaled",
+           "resample_scaled",
+           "fill_in_place", "moments",
            "bin2d", "fold", "BLOCK", "BOUNDARY_CODES", "HAVE_NUMBA"]

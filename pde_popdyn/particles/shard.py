@@ -66,7 +66,7 @@ class Shard:
         self.sim = Simulator(self.model, self.size, self.rng, spec["opts"])
         self.P = Population(self._tbuf[:self.size], self._hbuf[:self.size])
         self.scratch: dict = {}
-        self.stats = {"seconds": 0.0}
+        self.stats = {"seconds": 0.0, "cpu": 0.0}
 
     # -- buffers ---------------------------------------------------------------------------
     def _allocate(self, n: int) -> None:
@@ -97,25 +97,72 @@ class Shard:
         this class, ``"rule"`` the selection rule's shard-side method ``name(shard, *args)``.
         Returns the results, and the shard's size last."""
         import time
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         out = []
-        for kind, name, args in batch:
+        for i, (kind, name, args) in enumerate(batch):
             if kind == "rule":
                 out.append(getattr(self.rule, name)(self, *args))
                 self._adopt()
+            elif name == "advance":
+                out.append(self.advance(*args, kt=self._weights_ahead(batch[i + 1:i + 2])))
             else:
                 out.append(getattr(self, name)(*args))
         out.append(self.size)
         self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["cpu"] += time.thread_time() - c0
         return out
 
+    def run_pickled(self, batch: bytes) -> bytes:
+        """:meth:`run` of a pickled batch, its results pickled (what the dask backend sends:
+        plain bytes, which dask moves without inspecting them)."""
+        import pickle
+        return pickle.dumps(self.run(pickle.loads(batch)), protocol=pickle.HIGHEST_PROTOCOL)
+
     # -- built-in operations ---------------------------------------------------------------
-    def advance(self, dt: float) -> None:
+    def _weights_ahead(self, following: list):
+        """kt if the call after an advance asks for the weights e^{kt·F} of the advanced
+        agents at their instantaneous fitness (the rule's ``<method>_ahead(shard, *args)``
+        says so), which the fused step can then compute chunk by chunk; else None."""
+        if not following or following[0][0] != "rule" or self.rule is None:
+            return None
+        ahead = getattr(self.rule, following[0][1] + "_ahead", None)
+        return None if ahead is None else ahead(self, *following[0][2])
+
+    def advance(self, dt: float, kt: float | None = None) -> None:
         """The mutation and fast sub-steps over Δt (in place); the selection rule's scratch
-        of the previous sub-step is dropped (pending log-weights excepted)."""
+        of the previous sub-step is dropped (pending log-weights excepted). With ``kt`` (the
+        next call wants the weights e^{kt·F}, :meth:`_weights_ahead`) and the fused engine,
+        the weights are computed chunk by chunk in the same pass, for
+        :meth:`advanced_weights`, instead of F."""
         for key in [k for k in self.scratch if k != "logw"]:
             del self.scratch[key]
-        self.sim.move(self.P, dt)
+        sim = self.sim
+        if kt is not None and sim.fused is not None and sim._continuous_selection() and \
+                sim.o["fitness_mode"] == "instantaneous" and self.size > 0:
+            sim.forget_fitness()
+            w = self._weights_buffer(self.size)
+            tops, sums, chunk = sim.fused(self.P, dt, sim.strang, sim._chunk_fitness,
+                                          weights=(w, float(kt)))
+            self.scratch["chunk_weights"] = (float(kt), tops, sums, chunk)
+        else:
+            sim.move(self.P, dt)
+
+    def advanced_weights(self, kt: float) -> tuple | None:
+        """(max ℓ, Σ e^{ℓ − max ℓ}, w, (factors, chunk)) for ℓ = kt·F of the agents the last
+        :meth:`advance` moved, when it computed their weights (chunk c's weights are
+        ``w·factors[c]``, :func:`kernels.counts_scaled`); None otherwise. Raises if F is not
+        finite."""
+        pre = self.scratch.pop("chunk_weights", None)
+        if pre is None or pre[0] != kt:
+            return None
+        _, tops, sums, chunk = pre
+        top = float(tops.max())
+        fac = np.exp(kt * (tops - top))
+        total = float((sums * fac).sum())
+        if not (np.isfinite(top) and np.isfinite(total)):
+            raise FloatingPointError(f"the selection fitness is not finite (max {top}); "
+                                     f"check the fitness function at the agents' states")
+        return float(kt * top), total, self._wbuf[:self.size], (fac, chunk)
 
     def summary(self, owed: float, logw_pending: bool) -> tuple:
         """Moment sums of this shard (:meth:`Simulator.summary_sums`), weighted by the owed
@@ -136,14 +183,20 @@ class Shard:
         """Seconds this shard spent executing calls."""
         return self.stats["seconds"]
 
+    def timings(self) -> tuple[float, float]:
+        """(seconds, CPU seconds of the executing thread) this shard spent executing calls."""
+        return self.stats["seconds"], self.stats["cpu"]
+
     def check_finite(self) -> bool:
         return bool(np.isfinite(self.P.theta).all() and np.isfinite(self.P.h).all())
 
     def resample_weights(self, w: np.ndarray, offset: float, scale: float, k_lo: int,
-                         k_hi: int) -> int:
+                         k_hi: int, factors: tuple | None = None) -> int:
         """Systematic resampling with this shard's part of the global points: agent i gets
         ⌊offset + scale·C_i⌋ − ⌊offset + scale·C_{i−1}⌋ copies (C the running sum of w, which
-        is consumed), k_hi − k_lo agents in all; returns the new size."""
+        is consumed; scaled chunk by chunk by ``factors`` = (factors, chunk) when given, as
+        :meth:`advanced_weights` returns them), k_hi − k_lo agents in all; returns the new
+        size."""
         n_out = int(k_hi - k_lo)
         self.sim.forget_fitness()
         if n_out > self._hbuf.shape[0]:
@@ -151,9 +204,11 @@ class Shard:
         if self.size == 0:
             self._set_size(0)
             return 0
-        K.systematic_counts_into(w, self.size, offset, scale, int(k_lo), int(k_hi))
+        fac, chunk = (np.ones(1), self.size + 1) if factors is None else \
+            (np.ascontiguousarray(factors[0], dtype=float), int(factors[1]))
         d = int(np.prod(self.d_shape)) if self.d_shape else 1
-        K.fill_in_place(w, self.size, n_out, self._tbuf.reshape(-1), d, self._hbuf)
+        K.resample_scaled(w, self.size, offset, scale, int(k_lo), int(k_hi), fac, chunk,
+                          self._tbuf.reshape(-1), d, self._hbuf)
         self._set_size(n_out)
         return n_out
 
@@ -168,9 +223,7 @@ class Shard:
         """(max ℓ, Σ e^{ℓ − max ℓ}, e^{ℓ − max ℓ}) for ℓ = kt·F (the compiled exponential);
         raises if F is not finite."""
         n = F.shape[0]
-        if getattr(self, "_wbuf", None) is None or self._wbuf.shape[0] < n:
-            self._wbuf = np.empty(max(n, self._hbuf.shape[0]))   # reused from step to step
-        w = self._wbuf[:n]
+        w = self._weights_buffer(n)
         if n == 0:
             return -np.inf, 0.0, w
         top, total = K.log_weights(np.ascontiguousarray(F, dtype=float), w, float(kt))
@@ -178,6 +231,12 @@ class Shard:
             raise FloatingPointError(f"the selection fitness is not finite (max {top}); "
                                      f"check the fitness function at the agents' states")
         return float(kt * top), float(total), w
+
+    def _weights_buffer(self, n: int) -> np.ndarray:
+        """The first n entries of a weights array reused from step to step."""
+        if getattr(self, "_wbuf", None) is None or self._wbuf.shape[0] < n:
+            self._wbuf = np.empty(max(n, self._hbuf.shape[0]))
+        return self._wbuf[:n]
 
     def population(self, theta: np.ndarray, h: np.ndarray) -> Population:
         """A population of the given agents (e.g. donors received from other shards)."""

@@ -35,8 +35,10 @@ written to a temporary name and renamed, so a killed run leaves the last complet
 checkpoint. ``simulate_particles(model, None, None, t_final, None, resume=DIR, client=C)``
 continues it, bit for bit as the uninterrupted run that checkpointed at the same steps.
 
-Memory per shard: its agents with 5 % spare capacity, plus the fitness and the weights
-during selection (about 41 bytes per agent with d = 1).
+Memory per shard: its agents with 5 % spare capacity, plus the weights during selection
+(and the fitness, unless the fused step computes the weights in its own pass, as it does
+for the replicator with instantaneous fitness: :meth:`Shard.advance
+<pde_popdyn.particles.shard.Shard.advance>`).
 """
 
 from __future__ import annotations
@@ -338,7 +340,7 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
         # the shards past it (then the last complete checkpoint stands)
         if cpw is not None and rec.stop_reason == "interrupted" and system.k == rec.steps_done:
             cpw.write(rec.t[-1], system.k)
-        busy = ctx.gather("busy_seconds", kind="shard")
+        busy, busy_cpu = zip(*ctx.gather("timings", kind="shard"))
         stats = backend.stats
     finally:
         backend.close()
@@ -354,7 +356,7 @@ def simulate_sharded(model, n, init, t_final, dt, args: dict, *, shards, client,
         "agent_steps_per_second": n * steps / wall if wall > 0 else None,
         "round_trips": stats.round_trips, "round_trip_seconds": stats.seconds,
         "client_cpu_seconds_in_round_trips": stats.client_cpu_seconds,
-        "shard_busy_seconds": busy,
+        "shard_busy_seconds": list(busy), "shard_cpu_seconds": list(busy_cpu),
         "bytes_to_shards": stats.bytes_out or None, "bytes_from_shards": stats.bytes_in or None,
         "agents_rebalanced": system.rebalanced, "positions_gathered": bool(gather),
         "checkpoint": None if checkpoint is None else str(checkpoint),

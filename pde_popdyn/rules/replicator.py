@@ -146,11 +146,16 @@ class Replicator(SelectionRule):
         """Shard side: log-weights ℓ = κτF (added to any pending ones); returns (max ℓ,
         Σ e^{ℓ − max ℓ}, Σ e^{2(ℓ − max ℓ)}) (the last only for adaptive resampling)."""
         sim = shard.sim
-        F = sim.selection_fitness(shard.P, check=False)
         pending = shard.scratch.get("logw")
         if pending is None and sim.o["ess_threshold"] >= 1.0:
+            pre = shard.advanced_weights(kt)         # computed by the advance just before
+            if pre is not None:
+                top, total, shard.scratch["w"], shard.scratch["wfac"] = pre
+                return top, total, 0.0
+            F = sim.selection_fitness(shard.P, check=False)
             top, total, shard.scratch["w"] = shard.exp_weights(F, kt)
             return top, total, 0.0
+        F = sim.selection_fitness(shard.P, check=False)
         lw = np.multiply(F, kt)
         if pending is not None:
             lw += pending
@@ -159,11 +164,18 @@ class Replicator(SelectionRule):
         shard.scratch["w"] = w
         return top, total, float(np.dot(w, w))
 
+    def shard_weights_ahead(self, shard, kt: float) -> float | None:
+        """Shard side, before the advance that precedes :meth:`shard_weights`: kt when the
+        advance may compute the weights e^{kt·F} itself (no pending log-weights)."""
+        if shard.scratch.get("logw") is None and shard.sim.o["ess_threshold"] >= 1.0:
+            return kt
+        return None
+
     def shard_resample(self, shard, offset: float, scale: float, k_lo: int, k_hi: int):
         """Shard side: systematic resampling with this shard's share of the points."""
         w = shard.scratch.pop("w")
         shard.scratch.pop("logw", None)
-        shard.resample_weights(w, offset, scale, k_lo, k_hi)
+        shard.resample_weights(w, offset, scale, k_lo, k_hi, shard.scratch.pop("wfac", None))
 
     # -- Price -------------------------------------------------------------------------
     def price_rate(self, f, fitness, setting: Setting) -> np.ndarray:
