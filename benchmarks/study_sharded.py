@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pde_popdyn.particles import DASK_SETTINGS
+
 from ._common import DEFAULT_OUTDIR, machine_info, now, read_json, write_json
 
 NAME = "sharded"
@@ -98,17 +100,10 @@ def _env() -> dict:
                     [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
 
 
-#: dask settings of the benchmark's cluster: its own bookkeeping kept off the two cores the
-#: workers compute on (idle, the default settings cost the client process, which hosts the
-#: scheduler and the nannies, ~8 % of a core and each worker ~5 %; these ~2 % and ~1 %):
-#: no worker profiler (it samples the computing thread every 10 ms), the event-loop
-#: responsiveness tick every second instead of every 20 ms, the system monitor every 2 s
-#: instead of 0.5 s, no work stealing (a sharded run's calls go to actors pinned to their
-#: workers) and no dashboard
-QUIET_DASK = {"distributed.worker.profile.enabled": False,
-              "distributed.admin.tick.interval": "1s",
-              "distributed.admin.system-monitor.interval": "2s",
-              "distributed.scheduler.work-stealing": False}
+#: dask settings of the benchmark's cluster (the package's recommendation for sharded runs on
+#: few cores, :data:`pde_popdyn.particles.DASK_SETTINGS`: no worker profiler or dashboard,
+#: slower bookkeeping ticks, no work stealing)
+QUIET_DASK = DASK_SETTINGS
 
 
 def _cluster():

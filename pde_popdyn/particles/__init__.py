@@ -9,9 +9,10 @@
 """
 
 from ..slow.agents import apply_boundary, systematic_counts
+from .backends import DASK_SETTINGS
 from .ensemble import Ensemble
 from .estimators import kernel_regression, silverman_bandwidth
 from .simulate import sample_density, simulate_particles
 
 __all__ = ["simulate_particles", "Ensemble", "kernel_regression", "silverman_bandwidth",
-           "apply_boundary", "systematic_counts", "sample_density"]
+           "apply_boundary", "systematic_counts", "sample_density", "DASK_SETTINGS"]

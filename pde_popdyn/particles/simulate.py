@@ -121,7 +121,9 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         Run the population in ``shards`` pieces, one per worker of the dask.distributed
         ``client`` (without one: one local process per shard; ``client="inline"``: all in
         this process, for tests), each with its own random stream spawned from ``seed``
-        (an int, or None for fresh entropy); only summaries travel to the client. See
+        (an int, or None for fresh entropy); only summaries travel to the client (on few
+        cores, create the cluster under ``dask.config.set(pde_popdyn.particles.DASK_SETTINGS)``
+        to keep dask's bookkeeping off the workers' cores). See
         :mod:`pde_popdyn.particles.sharded`, which also
         describes ``checkpoint`` (a directory of per-shard particle files written every
         ``checkpoint_every`` steps and at the end; pass it as ``resume=`` to continue a killed
