@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._column_kernels import banded_series, gth_solve, top_two_eigenvalues, warm_up
+from ._column_kernels import (HAVE_NUMBA, banded_series, gth_solve, top_two_eigenvalues,
+                              warm_up)
 from ._column_kernels import matvec as _matvec
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
@@ -291,7 +292,9 @@ class ColumnPropagator:
                  + n_app * per * 1.5e-9 * n * n)
         # the rational branch (fast.rational): K shifted solves per application, whatever cτ
         K = exp_nodes()[0].size
-        rat_ok = not gen.periodic and self.lam is None
+        # (its loops are compiled; without numba the plain-Python loops would not pay)
+        rat_ok = (not gen.periodic and self.lam is None
+                  and (HAVE_NUMBA or self.branch == "rational"))
         rat = np.full(rest.size, np.inf) if not rat_ok else np.full(
             rest.size, n_app * _RAT_APPLY * K * n + 2 * _RAT_FACTOR * K * n)
         choice = {"auto": np.argmin(np.stack([unif, dense, rat]), axis=0),
