@@ -212,12 +212,19 @@ def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out, wr, wi, yr, yi):
                 out[p, j] += a * ur - b * ui
 
 
-def _rational_split_py(x, pi, isflat, ncol_total, delta, tol, tail_tol, y, z, base, zm, ok):
-    """The input split of the rational branch (see ColumnPropagator._rational), per column j
-    of x (n, ncol): base_j = Σx_j on constant-d columns (else 0), x̃ = x − base π,
-    y = min(x̃, cap_j π), z = x̃ − y, zm_j = Σz_j and ok_j = [δ‖y_j‖ ≤ tol s_j and
-    zm_j ≤ tail_tol s_j], with s_j = max(|Σx_j|, Σ_j|Σx_j| / ncol_total), ‖y‖² = Σy²/π and
-    cap_j = (tol/δ)² s_j² / Σ|x̃_j| (so that δ‖y_j‖ ≤ tol s_j when y ≥ 0)."""
+def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y, z, base, zm,
+                       ok, scale):
+    """The input split of the rational branch (see :class:`~pde_popdyn.fast.rational
+    .RationalColumns`), per column j of x (n, ncol). ``gout`` is the factor by which column j's
+    output scales (e^{kτλ₀} times the propagator's shift), ``shift`` enters through it only.
+
+    base_j = Σx_j on constant-d columns (else 0), x̃ = x − base π, y = min(x̃, cap_j π),
+    z = x̃ − y, zm_j = Σz_j; the output scale is s_j = max(g_j|Σx_j|, Σ_i g_i|Σx_i| /
+    ncol_total) (the column's output mass, or the mean one for a nearly empty column), and
+    ok_j = [g_j δ‖y_j‖ ≤ tol s_j and zm_j ≤ tail_tol s_j / g_j'] with ‖y‖² = Σy²/π and
+    g_j' = e^{kτ(d̂_j−D)} folded in by the caller through ``tail_tol``; the cap is
+    cap_j = (tol s_j / (δ g_j))² / Σ|x̃_j| (so that the first test holds when y ≥ 0).
+    ``scale`` receives s_j."""
     n, ncol = x.shape
     col = np.zeros(ncol)
     mass = np.zeros(ncol)
@@ -227,17 +234,19 @@ def _rational_split_py(x, pi, isflat, ncol_total, delta, tol, tail_tol, y, z, ba
             col[j] += x[p, j]
     tot = 0.0
     for j in range(ncol):
-        tot += abs(col[j])
+        tot += gout[j] * abs(col[j])
         base[j] = col[j] if isflat[j] else 0.0
         zm[j] = 0.0
     mean = tot / ncol_total
+    for j in range(ncol):
+        scale[j] = max(gout[j] * abs(col[j]), mean)
     for p in range(n):
         for j in range(ncol):
             mass[j] += abs(x[p, j] - base[j] * pi[p, j])
-    ratio = (tol / delta) ** 2
     for j in range(ncol):
-        sj = max(abs(col[j]), mean)
-        mass[j] = ratio * sj * sj / max(mass[j], 1e-300)        # now the cap coefficient
+        a = tol * scale[j] / (delta * max(gout[j], 1e-300))
+        c = a * a / max(mass[j], 1e-300)
+        mass[j] = c if c < 1e300 else 1e300            # now the cap coefficient
     for p in range(n):
         for j in range(ncol):
             xt = x[p, j] - base[j] * pi[p, j]
@@ -252,14 +261,16 @@ def _rational_split_py(x, pi, isflat, ncol_total, delta, tol, tail_tol, y, z, ba
                 else:
                     q[j] = np.inf
     for j in range(ncol):
-        sj = max(abs(col[j]), mean)
-        ok[j] = (delta * np.sqrt(q[j]) <= tol * sj) and (zm[j] <= tail_tol * sj)
+        ok[j] = ((gout[j] * delta * np.sqrt(q[j]) <= tol * scale[j])
+                 and (zm[j] * tail_tol[1, j] <= tail_tol[0, j] * scale[j]))
 
 
-def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, res):
-    """out ← (growth_j out + base_j π) shift_j + ½(z + π zm_j) shift_j on the columns that
-    passed (ok), negatives set to zero, constant-d columns rescaled to their exact mass
-    base_j shift_j; res[0] += the clipped mass, res[1] += the tail mass carried."""
+def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, scale, tol, res):
+    """out ← (growth_j out + base_j π) shift_j + ½(z + π zm_j) growth_j shift_j on the columns
+    that passed (ok); there, negative entries within the error bound (−v ≤ tol·scale_j, round-
+    off in the far tails) are set to zero and counted in res[0], and a constant-d column whose
+    mass is off its exact value base_j shift_j by round-off only is rescaled to it; res[1] +=
+    the tail mass carried. Larger negative values (signed inputs) are left alone."""
     n, ncol = out.shape
     tot = np.zeros(ncol)
     for j in range(ncol):
@@ -270,15 +281,17 @@ def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, res):
             v = (growth[j] * out[p, j] + base[j] * pi[p, j]) * shift[j]
             if ok[j]:
                 if zm[j] > 0.0:
-                    v += 0.5 * (z[p, j] + pi[p, j] * zm[j]) * shift[j]
-                if v < 0.0:
+                    v += 0.5 * (z[p, j] + pi[p, j] * zm[j]) * growth[j] * shift[j]
+                if v < 0.0 and -v <= tol * scale[j]:
                     res[0] -= v
                     v = 0.0
             out[p, j] = v
             tot[j] += v
     for j in range(ncol):
-        if ok[j] and isflat[j] and tot[j] > 0.0:
-            tot[j] = base[j] * shift[j] / tot[j]
+        target = base[j] * shift[j]
+        if (ok[j] and isflat[j] and target > 0.0 and tot[j] > 0.0
+                and abs(tot[j] - target) <= 1e-9 * target):
+            tot[j] = target / tot[j]
         else:
             tot[j] = 1.0
     for p in range(n):
@@ -286,28 +299,34 @@ def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, res):
             out[p, j] *= tot[j]
 
 
-def rational_split(x, pi, isflat, ncol_total, delta, tol, tail_tol):
-    """(y, z, base, zm, ok) of :func:`_rational_split_py`."""
+def rational_split(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, tail_shift):
+    """(y, z, base, zm, ok, scale) of :func:`_rational_split_py`; the tail test is
+    zm_j · tail_shift_j ≤ tail_tol · s_j."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     pi = np.ascontiguousarray(pi, dtype=np.float64)
     y, z = np.empty_like(x), np.empty_like(x)
     ncol = x.shape[1]
-    base, zm = np.empty(ncol), np.empty(ncol)
+    base, zm, scale = np.empty(ncol), np.empty(ncol), np.empty(ncol)
     ok = np.empty(ncol, dtype=np.bool_)
+    tt = np.empty((2, ncol))
+    tt[0] = tail_tol
+    tt[1] = tail_shift
     (_rational_split_nb if HAVE_NUMBA else _rational_split_py)(
-        x, pi, np.ascontiguousarray(isflat, dtype=np.bool_), float(ncol_total), float(delta),
-        float(tol), float(tail_tol), y, z, base, zm, ok)
-    return y, z, base, zm, ok
+        x, pi, np.ascontiguousarray(isflat, dtype=np.bool_),
+        np.ascontiguousarray(gout, dtype=np.float64), float(ncol_total), float(delta),
+        float(tol), tt, y, z, base, zm, ok, scale)
+    return y, z, base, zm, ok, scale
 
 
-def rational_finish(out, pi, z, base, zm, ok, isflat, growth, shift) -> tuple[float, float]:
+def rational_finish(out, pi, z, base, zm, ok, isflat, growth, shift, scale,
+                    tol) -> tuple[float, float]:
     """Apply :func:`_rational_finish_py` to ``out`` in place; returns (clipped, tail mass)."""
     res = np.zeros(2)
     (_rational_finish_nb if HAVE_NUMBA else _rational_finish_py)(
         out, np.ascontiguousarray(pi, dtype=np.float64), z, base, zm, ok,
         np.ascontiguousarray(isflat, dtype=np.bool_),
         np.ascontiguousarray(growth, dtype=np.float64),
-        np.ascontiguousarray(shift, dtype=np.float64), res)
+        np.ascontiguousarray(shift, dtype=np.float64), scale, float(tol), res)
     return float(res[0]), float(res[1])
 
 
@@ -461,6 +480,7 @@ def warm_up() -> None:
     uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
     R = RationalFactors(y[:2], y[:2], -2 * y, np.ones((1, 2)) + 1j, np.ones(1))
     R.apply(y, np.zeros_like(y))
-    parts = rational_split(y, y, np.ones(2, dtype=bool), 2, 1e-14, 1e-12, 1e-13)
-    rational_finish(np.ones_like(y), y, parts[1], *parts[2:], np.ones(2, dtype=bool),
-                    np.ones(2), np.ones(2))
+    one = np.ones(2)
+    parts = rational_split(y, y, np.ones(2, dtype=bool), one, 2, 1e-14, 1e-12, 1e-13, one)
+    rational_finish(np.ones_like(y), y, parts[1], *parts[2:5], np.ones(2, dtype=bool),
+                    one, one, parts[5], 1e-12)

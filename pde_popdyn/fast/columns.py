@@ -114,7 +114,7 @@ class ColumnGenerator:
                 S[:, 0, -1] = S[:, -1, 0] = np.sqrt(op.up_wrap * op.down_wrap)
                 lam = np.linalg.eigvalsh(S)[:, -2:]
             self._gap = np.maximum(lam[:, 1] - lam[:, 0], 0.0)
-            self._top = lam[:, 1]
+            self._top = np.where(self.flat, 0.0, np.minimum(lam[:, 1], 0.0))   # λ₀ ≤ 0
             self._top_tol = 4e-12 * (self.out.max(axis=0) + 1.0)
         return self._gap
 
@@ -400,8 +400,20 @@ class ColumnPropagator:
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self.rational_fallbacks += bad.size
-            u = _Uniformised(self.gen, self.cols[loc[bad]])
-            out[:, bad] = u.run(x[:, bad], u.weights(k * self.tau)[0]) * self.shift[loc[bad]] ** k
+            # one uniformisation against building the column's dense propagator (kept for
+            # later steps): a column that fails often (metastable data) and has a long series
+            # gets the dense one; the choice depends on the column only, not on the history
+            n, ct = self.gen.n, self.gen.c[self.cols[loc[bad]]] * k * self.tau
+            unif = 2.2e-9 * n * np.ceil(ct + 6.0 * np.sqrt(ct) + 12.0)
+            squarings = np.ceil(np.log2(np.maximum(ct / _DENSE_LEAD, 1.0)))
+            dense = 8e-9 * n * 25 ** 2 + squarings * 2 * n ** 3 * 5e-11
+            for j in bad[unif > dense]:
+                out[:, j] = self._fallback_prop(loc[[j]]).apply(x[:, [j]], k)[:, 0]
+            cheap = bad[unif <= dense]
+            if cheap.size:
+                u = _Uniformised(self.gen, self.cols[loc[cheap]])
+                out[:, cheap] = (u.run(x[:, cheap], u.weights(k * self.tau)[0])
+                                 * self.shift[loc[cheap]] ** k)
         return out
 
     def _keep_phi(self, loc, phi1, phi2, tc) -> None:

@@ -60,15 +60,19 @@ class RationalColumns:
 
     The error of r is at most δ‖y‖ with ‖y‖² = Σy²/π (module docstring), which is large for
     content far out in the tails of π, even round-off (the h-mutation's transforms leave
-    ~1e-16 of every column in every other). So each input column is split as g = y + z with
-    y = min(g, Mπs), s = max(its mass, the mean column mass) and M chosen so that
-    δ‖y‖ ≤ 1e-12 s (with d constant, the Gibbs part (Σg)π is taken out of g first and carried
-    exactly: E π = π); y goes through r, and the tail excess z ≥ 0 is carried by the positive
-    map z ↦ ½z + ½πΣz (mass-preserving where d is constant), whose error is at most 2Σz:
-    allowed while Σz ≤ 1e-13 s (recorded in ``tail_mass``). :meth:`apply` reports the columns
-    with more tail mass than that (data far from equilibrium), which the caller advances
-    otherwise. Entries of relative size δ below zero are set to zero and their mass returned;
-    a constant-d column gets its exact mass back (E is column-stochastic there).
+    ~1e-16 of every column in every other). Errors are measured against the *output*: column
+    j's output mass is g_j Σg_j with g_j = e^{kτλ₀,j} e^{kτ(d̂_j − D)} (strong selection can
+    make it tiny), and s_j = max(g_j|Σg_j|, the mean of those over the columns). Each input
+    column is split as g = y + z with y = min(g, Mπ) and M chosen so that g_j δ‖y‖ ≤ 1e-12 s_j
+    (with d constant, the Gibbs part (Σg)π is taken out of g first and carried exactly:
+    E π = π); y goes through r, and the tail excess z ≥ 0 is carried by the positive map
+    z ↦ ½g_j(z + πΣz), whose error is at most 2e^{kτ(d̂_j − D)}Σz: allowed while that is
+    ≤ 1e-13 s_j (the tail mass is recorded in ``tail_mass``). :meth:`apply` reports the
+    columns that fail either test (data far from equilibrium, or metastable), which the
+    caller advances otherwise. Negative entries within the error bound (round-off in the far
+    tails) are set to zero and their mass returned; larger ones (signed inputs) are kept, so
+    the map stays linear on them. A constant-d column whose mass is off its exact value by
+    round-off is rescaled to it (E is column-stochastic there).
     """
 
     #: the per-input bound (relative to the column scale s) and the tail mass allowed
@@ -94,12 +98,14 @@ class RationalColumns:
         """(E(kτ)x shifted, ok per column, clipped mass) for x (n, ncol) C-contiguous;
         columns with ok False hold garbage and must be recomputed by the caller."""
         from ._column_kernels import rational_finish, rational_split
-        y, z, base, zm, ok = rational_split(x, self.pi, self.flat, self.ncol_total, self.delta,
-                                            self.TOL, self.TAIL_TOL)
+        g, sh = self.growth[k - 1], self.shift[k - 1]
+        y, z, base, zm, ok, scale = rational_split(x, self.pi, self.flat, g * sh,
+                                                   self.ncol_total, self.delta, self.TOL,
+                                                   self.TAIL_TOL, sh)
         out = self.r_inf * y
         self.factors[k - 1].apply(y, out)
-        clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat,
-                                        self.growth[k - 1], self.shift[k - 1])
+        clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh, scale,
+                                        self.TOL)
         self.tail_mass += tail
         return out, ok, clipped
 
