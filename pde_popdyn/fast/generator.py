@@ -1,0 +1,139 @@
+"""The per-column generators G_j = A_j + diag(d_j) of the joint solver's fast step, and their
+spectral data: the gap and the top eigenvalue (bisection on the symmetric form) and the Perron
+vectors (inverse iteration by GTH elimination). See :mod:`pde_popdyn.fast.columns`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._column_kernels import gth_solve, top_two_eigenvalues
+
+_PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
+_PERRON_ITER = 200
+
+
+class ColumnGenerator:
+    """G_j = A_j + diag(d_j) on every h-column of an :class:`~pde_popdyn.fast.fv.SGOperator`.
+
+    Parameters
+    ----------
+    op:
+        The fast operator (columns = flattened h-nodes).
+    diag:
+        d of shape ``op.phi.shape`` (e.g. κF), or None for d = 0.
+    """
+
+    def __init__(self, op, diag: np.ndarray | None = None):
+        self.op = op
+        n, ncol = op.phi.shape
+        self.n, self.ncol = n, ncol
+        d = np.zeros((n, ncol)) if diag is None else np.asarray(diag, dtype=float)
+        self.dmax = d.max(axis=0)                       # d̂ per column
+        self.dp = d - self.dmax                         # shifted diagonal, ≤ 0
+        self.flat = ~(self.dp < 0).any(axis=0)          # constant d: Perron data (π, 1, d̂)
+        self.out = op.out_rate - self.dp                # −diag(G − d̂) ≥ 0
+        self.c = self.out.max(axis=0) * 1.000001 + 1e-300   # uniformisation rate per column
+        self.periodic = op.periodic[0]
+        self._gap = None
+
+    # -- spectral data ---------------------------------------------------------------------
+    def gap(self) -> np.ndarray:
+        """λ₀ − λ₁ per column (from the similar symmetric matrix, eigenvalues only)."""
+        if self._gap is None:
+            op = self.op
+            diag = -self.out.T
+            off = np.sqrt(op.up * op.down).T
+            if not self.periodic:
+                lam = top_two_eigenvalues(diag, off)[:, ::-1]
+            else:
+                S = np.zeros((self.ncol, self.n, self.n))
+                i = np.arange(self.n)
+                S[:, i, i] = diag
+                S[:, i[:-1], i[1:]] = S[:, i[1:], i[:-1]] = off
+                S[:, 0, -1] = S[:, -1, 0] = np.sqrt(op.up_wrap * op.down_wrap)
+                lam = np.linalg.eigvalsh(S)[:, -2:]
+            self._gap = np.maximum(lam[:, 1] - lam[:, 0], 0.0)
+            self._top = np.where(self.flat, 0.0, np.minimum(lam[:, 1], 0.0))   # λ₀ ≤ 0
+            self._top_tol = 4e-12 * (self.out.max(axis=0) + 1.0)
+        return self._gap
+
+    def top(self) -> np.ndarray:
+        """λ₀ of G − d̂ per column (the largest eigenvalue, ≤ 0): from :meth:`gap` when it
+        has been computed, else by bisection for λ₀ alone to 1e-10 of the Gershgorin width
+        (0 exactly on constant-d columns)."""
+        if self._gap is not None:
+            return self._top
+        if getattr(self, "_top_only", None) is None:
+            top = np.zeros(self.ncol)
+            self._top_tol = np.zeros(self.ncol)
+            work = np.flatnonzero(~self.flat)
+            if work.size and not self.periodic:
+                op = self.op
+                top[work] = top_two_eigenvalues(-self.out[:, work].T,
+                                                np.sqrt(op.up[:, work] * op.down[:, work]).T,
+                                                rtol=1e-10, count=1)[:, 0]
+                # the bisection's accuracy: 1e-10 of the Gershgorin width (≤ 4 out_max)
+                self._top_tol[work] = 4e-10 * (self.out[:, work].max(axis=0) + 1.0)
+            elif work.size:
+                self.gap()
+                return self._top
+            self._top_only = np.minimum(top, 0.0)
+        return self._top_only
+
+    def perron(self, cols: np.ndarray, tol: float = _PERRON_TOL, shifted: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(r₀, l₀, λ₀ − d̂, converged) on ``cols``: r₀ sums to 1, l₀ᵀr₀ = 1, shape (n, k).
+
+        Constant-d columns are exact (π, 1, 0). Others: inverse iteration x ← (−G')⁻¹x with
+        G' = G − d̂ (a non-singular M-matrix when d is not constant), by GTH elimination. With
+        ``shifted`` (for loose ``tol``), a few first iterations use (σ − G')⁻¹ with σ just above
+        the top eigenvalue (the bisection of :meth:`gap`), which converge at the rate
+        (σ − λ₀)/(σ − λ₁) instead of λ₀/λ₁; the unshifted iteration then finishes the job.
+        """
+        cols = np.asarray(cols, dtype=int)
+        r = self.op.gibbs[:, cols].copy()
+        l = np.ones_like(r)
+        ok = np.ones(cols.size, dtype=bool)
+        work = np.flatnonzero(~self.flat[cols])
+        if work.size and not self.periodic:
+            wc = cols[work]
+            up, down = self.op.up[:, wc].T, self.op.down[:, wc].T
+            kill = -self.dp[:, wc].T
+            x, z = r[:, work].T.copy(), l[:, work].T.copy()
+            done = np.zeros(work.size, dtype=bool)
+            if shifted and not self.periodic:
+                top = self.top()[wc]
+                # σ above λ₀ by more than the bisection's accuracy: rate (σ − λ₀)/(σ − λ₁)
+                sigma = top + np.maximum(1e-3 * np.abs(top), 10.0 * self._top_tol[wc])
+                kill_s = kill + sigma[:, None]      # may be < 0: plain elimination then
+                for _ in range(2):
+                    x = np.abs(gth_solve(up, down, kill_s, x))
+                    x /= x.sum(axis=1, keepdims=True)
+                    z = np.abs(gth_solve(up, down, kill_s, z, transpose=True))
+                    z /= z.max(axis=1, keepdims=True)
+            for _ in range(_PERRON_ITER):
+                xn = gth_solve(up, down, kill, x)
+                xn /= xn.sum(axis=1, keepdims=True)
+                zn = gth_solve(up, down, kill, z, transpose=True)
+                zn /= zn.max(axis=1, keepdims=True)
+                done = ((np.abs(xn - x) <= tol * xn).all(axis=1)
+                        & (np.abs(zn - z) <= tol * zn).all(axis=1))
+                x, z = xn, zn
+                if done.all():
+                    break
+            r[:, work], l[:, work] = x.T, z.T
+            ok[work] = done
+        elif work.size:                       # periodic θ: left to the dense branch
+            ok[work] = False
+        l /= (l * r).sum(axis=0, keepdims=True)
+        lam0 = (self.dp[:, cols] * r).sum(axis=0)
+        return r, l, lam0, ok
+
+    def stay_up_down(self, cols: np.ndarray, c: np.ndarray):
+        """Entries of P = I + (G − d̂)/c on ``cols``, laid out (k, ·) for the kernels."""
+        op = self.op
+        return ((1.0 - self.out[:, cols] / c).T, (op.up[:, cols] / c).T,
+                (op.down[:, cols] / c).T, op.up_wrap[cols] / c, op.down_wrap[cols] / c)
+
+
+__all__ = ["ColumnGenerator"]
