@@ -34,7 +34,7 @@ class ColumnGenerator:
         self.out = op.out_rate - self.dp                # −diag(G − d̂) ≥ 0
         self.c = self.out.max(axis=0) * 1.000001 + 1e-300   # uniformisation rate per column
         self.periodic = op.periodic[0]
-        self._gap = None
+        self._gap = self._top_only = None
 
     # -- spectral data ---------------------------------------------------------------------
     def gap(self) -> np.ndarray:
@@ -63,7 +63,7 @@ class ColumnGenerator:
         (0 exactly on constant-d columns)."""
         if self._gap is not None:
             return self._top
-        if getattr(self, "_top_only", None) is None:
+        if self._top_only is None:
             top = np.zeros(self.ncol)
             self._top_tol = np.zeros(self.ncol)
             work = np.flatnonzero(~self.flat)

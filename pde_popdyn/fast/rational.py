@@ -28,6 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._column_kernels import RationalFactors, rational_finish, rational_split
+
 #: r(s) = R_INF + 2 Re Σ_k RESIDUES[k] / (s − POLES[k]), poles in the upper half plane
 R_INF = 1.851759251130545e-14
 POLES = (5.6337752601713733 + 1.1940690463439669j, 5.0999777480060207 + 3.5888240290270064j,
@@ -79,7 +81,6 @@ class RationalColumns:
     TOL, TAIL_TOL = 1e-12, 1e-13
 
     def __init__(self, gen, tau: float, cols: np.ndarray, shift: np.ndarray, ncol_total: int):
-        from ._column_kernels import RationalFactors
         op = gen.op
         z, gamma, self.r_inf, self.delta = exp_nodes()
         top = gen.top()[cols]
@@ -97,7 +98,6 @@ class RationalColumns:
     def apply(self, x: np.ndarray, k: int):
         """(E(kτ)x shifted, ok per column, clipped mass) for x (n, ncol) C-contiguous;
         columns with ok False hold garbage and must be recomputed by the caller."""
-        from ._column_kernels import rational_finish, rational_split
         g, sh = self.growth[k - 1], self.shift[k - 1]
         y, z, base, zm, ok, scale = rational_split(x, self.pi, self.flat, g * sh,
                                                    self.ncol_total, self.delta, self.TOL,
