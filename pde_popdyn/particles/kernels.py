@@ -385,56 +385,9 @@ def _resample_scaled_py(w, m, offset, scale, k_lo, k_hi, fac, chunk, tf, d, h):
     the same offspring numbers, the same agents in the same slots, but each block's numbers
     are computed (in w, as there) when the fill's cursors first reach it, so that the fill
     reads them from the cache instead of a second pass over memory."""
-    n_out = int(k_hi - k_lo)
-    lo, hi = np.float64(k_lo), np.float64(k_hi)
-    buf = np.empty(BLOCK + 1)
-    state = np.array([0.0, lo])
-    done = 0                                  # agents whose offspring numbers are in w
-    counts = w
-    keep = min(m, n_out)
-    src = 0
-    left = 0
-    j = 0
-    dst = 0
-    while dst < n_out:
-        if dst + 16 <= keep and dst % 16 == 0:
-            while done < dst + 16:
-                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
-            low = counts[dst]
-            for q in range(1, 16):
-                low = min(low, counts[dst + q])
-            if low > 0.0:
-                dst += 16
-                continue
-        if dst < m:
-            while done <= dst:
-                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
-            if counts[dst] != 0.0:
-                dst += 1
-                continue
-        while left == 0:
-            if src + 16 <= keep and src % 16 == 0:
-                while done < src + 16:
-                    done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf,
-                                         state)
-                top = counts[src]
-                for q in range(1, 16):
-                    top = max(top, counts[src + q])
-                if top <= 1.0:
-                    src += 16
-                    continue
-            while done <= src:
-                done += counts_block(w, m, done, offset, scale, lo, hi, fac, chunk, buf, state)
-            c = counts[src]
-            extra = c - 1.0 if src < keep and c >= 1.0 else (c if src >= keep else 0.0)
-            j = src
-            left = int(extra)
-            src += 1
-        for q in range(d):
-            tf[dst * d + q] = tf[j * d + q]
-        h[dst] = h[j]
-        left -= 1
-        dst += 1
+    lo = np.float64(k_lo)
+    fill_core(w, m, int(k_hi - k_lo), tf, d, h, 0, offset, scale, lo, np.float64(k_hi), fac,
+              chunk, np.empty(BLOCK + 1), np.array([0.0, lo]))
 
 
 def _fill_py(counts, m, n_out, tf, d, h):
@@ -443,8 +396,18 @@ def _fill_py(counts, m, n_out, tf, d, h):
     with counts ≥ 1 below n_out keep their slot; their extra copies, and all copies of agents
     at or beyond n_out, fill the slots of agents with no offspring and the slots m … n_out − 1.
     A source slot is never a destination, so no value is overwritten before it is read.
-    Both cursors skip runs of 16 agents with one offspring each by a vectorised test (most
-    agents, for small selection steps)."""
+    (:func:`fill_core` with every count given.)"""
+    fill_core(counts, m, n_out, tf, d, h, m, 0.0, 0.0, 0.0, 0.0, np.ones(1), m + 1,
+              np.empty(1), np.zeros(2))
+
+
+def _fill_core_py(counts, m, n_out, tf, d, h, done, offset, scale, lo, hi, fac, chunk, buf,
+                  state):
+    """The fill of :func:`_fill_py`. Counts of agents ≥ ``done`` are not yet known: each block
+    of them is computed by :func:`counts_block` (arguments as there) when a cursor first
+    reaches it (``done = m``: all given, no block is computed). Both cursors skip runs of 16
+    agents with one offspring each by a vectorised test (most agents, for small selection
+    steps)."""
     keep = min(m, n_out)
     src = 0
     left = 0
@@ -452,23 +415,36 @@ def _fill_py(counts, m, n_out, tf, d, h):
     dst = 0
     while dst < n_out:
         if dst + 16 <= keep and dst % 16 == 0:
+            while done < dst + 16:
+                done += counts_block(counts, m, done, offset, scale, lo, hi, fac, chunk, buf,
+                                     state)
             low = counts[dst]
             for q in range(1, 16):
                 low = min(low, counts[dst + q])
             if low > 0.0:
                 dst += 16
                 continue
-        if dst < m and counts[dst] != 0.0:
-            dst += 1
-            continue
+        if dst < m:
+            while done <= dst:
+                done += counts_block(counts, m, done, offset, scale, lo, hi, fac, chunk, buf,
+                                     state)
+            if counts[dst] != 0.0:
+                dst += 1
+                continue
         while left == 0:
             if src + 16 <= keep and src % 16 == 0:
+                while done < src + 16:
+                    done += counts_block(counts, m, done, offset, scale, lo, hi, fac, chunk,
+                                         buf, state)
                 top = counts[src]
                 for q in range(1, 16):
                     top = max(top, counts[src + q])
                 if top <= 1.0:
                     src += 16
                     continue
+            while done <= src:
+                done += counts_block(counts, m, done, offset, scale, lo, hi, fac, chunk, buf,
+                                     state)
             c = counts[src]
             extra = c - 1.0 if src < keep and c >= 1.0 else (c if src >= keep else 0.0)
             j = src
@@ -531,6 +507,7 @@ if HAVE_NUMBA:
     log_weights = _jit(_log_weights_py)
     # inlined into its callers at numba's IR level: a call per block costs ~10 % of the pass
     counts_block = numba.njit(cache=True, inline="always")(_counts_block_py)
+    fill_core = numba.njit(cache=True, inline="always")(_fill_core_py)
     counts_scaled = _jit(_counts_scaled_py)
     resample_scaled = _jit(_resample_scaled_py)
     systematic_counts_into = _jit(_counts_py)
@@ -541,7 +518,7 @@ else:  # pragma: no cover - exercised only without numba
     fold, fix_block, advance, joint = _fold_py, _fix_block_py, _advance_py, _joint_py
     ou_block, exp_block, block_sum = _ou_block_py, _exp_block_py, _block_sum_py
     log_weights, systematic_counts_into, fill_in_place = _log_weights_py, _counts_py, _fill_py
-    counts_block, counts_scaled = _counts_block_py, _counts_scaled_py
+    counts_block, counts_scaled, fill_core = _counts_block_py, _counts_scaled_py, _fill_core_py
     resample_scaled = _resample_scaled_py
     moments, bin2d = _moments_py, _bin2d_py
 
