@@ -132,31 +132,55 @@ def _top_two_py(a, b2, lo, hi, tol, out):  # pragma: no cover
             out[j, r] = 0.5 * (left + right)
 
 
-def _shifted_solve_py(sub, sup, diag, shifts, rhs, out):
-    """out[q] += Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column: T tridiagonal with ``diag``
-    (ncol, n), ``sub`` T[p+1, p] and ``sup`` T[p, p+1] (ncol, n−1); ``shifts`` (K, 2) holds
-    (a_k, c_k). Thomas elimination without pivoting (T − ia is column diagonally dominant when
-    T is)."""
-    ncol, n = diag.shape
-    cp = np.empty(n, dtype=np.complex128)
-    dp = np.empty(n, dtype=np.complex128)
-    for q in range(ncol):
-        for k in range(shifts.shape[0]):
-            a, c = shifts[k, 0], shifts[k, 1]
-            den = diag[q, 0] - 1j * a
-            if n > 1:
-                cp[0] = sup[q, 0] / den
-            dp[0] = rhs[q, 0] / den
-            for p in range(1, n):
-                den = diag[q, p] - 1j * a - sub[q, p - 1] * cp[p - 1]
-                if p < n - 1:
-                    cp[p] = sup[q, p] / den
-                dp[p] = (rhs[q, p] - sub[q, p - 1] * dp[p - 1]) / den
-            x = dp[n - 1]
-            out[q, n - 1] += c * x.real
-            for p in range(n - 2, -1, -1):
-                x = dp[p] - cp[p] * x
-                out[q, p] += c * x.real
+def _shifted_solve_py(sub, sup, diag, shifts, rhs, out, ivr, ivi, wr, wi):
+    """out[:, q] += Σ_k c_k Re[(T − i a_k)⁻¹ rhs[:, q]] per column q: T tridiagonal with
+    ``diag`` (n, ncol), ``sub`` T[p+1, p] and ``sup`` T[p, p+1] (n−1, ncol); ``shifts`` (K, 2)
+    holds (a_k, c_k). Thomas elimination without pivoting (T − ia is column diagonally dominant
+    when T is), in the layout and real arithmetic of :func:`_rational_factor_py` and
+    :func:`_rational_apply_py` (inner loops over contiguous columns): the pivots' reciprocals
+    (ivr + i·ivi) are formed during the forward sweep; ivr/ivi/wr/wi (n, ncol) are workspace."""
+    n, ncol = diag.shape
+    for k in range(shifts.shape[0]):
+        a, c = shifts[k, 0], shifts[k, 1]
+        for j in range(ncol):
+            dr = diag[0, j]
+            m = 1.0 / (dr * dr + a * a)
+            vr = dr * m
+            vi = a * m
+            ivr[0, j] = vr
+            ivi[0, j] = vi
+            wr[0, j] = rhs[0, j] * vr
+            wi[0, j] = rhs[0, j] * vi
+        for p in range(1, n):
+            for j in range(ncol):
+                s = sub[p - 1, j]
+                e = s * sup[p - 1, j]
+                dr = diag[p, j] - e * ivr[p - 1, j]
+                di = -a - e * ivi[p - 1, j]
+                m = 1.0 / (dr * dr + di * di)
+                vr = dr * m
+                vi = -di * m
+                ivr[p, j] = vr
+                ivi[p, j] = vi
+                tr = rhs[p, j] - s * wr[p - 1, j]
+                ti = -s * wi[p - 1, j]
+                wr[p, j] = tr * vr - ti * vi
+                wi[p, j] = tr * vi + ti * vr
+        # back substitution x_p = w_p − (sup_p / pivot_p) x_{p+1}; x_{n−1} = w_{n−1} (the
+        # last row of wr/wi is read once, so it holds the running x)
+        for j in range(ncol):
+            out[n - 1, j] += c * wr[n - 1, j]
+        for p in range(n - 2, -1, -1):
+            for j in range(ncol):
+                cr = sup[p, j] * ivr[p, j]
+                ci = sup[p, j] * ivi[p, j]
+                yr = wr[p + 1, j]
+                yi = wi[p + 1, j]
+                ur = wr[p, j] - (cr * yr - ci * yi)
+                ui = wi[p, j] - (cr * yi + ci * yr)
+                wr[p, j] = ur
+                wi[p, j] = ui
+                out[p, j] += c * ur
 
 
 def _rational_factor_py(sub, sup, diag, sr, si, ivr, ivi):
@@ -213,7 +237,7 @@ def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out, wr, wi, yr, yi):
 
 
 def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y, z, base, zm,
-                       ok, scale):
+                       ok, scale, rinf, out):
     """The input split of the rational branch (see :class:`~pde_popdyn.fast.rational
     .RationalColumns`), per column j of x (n, ncol). ``gout`` is the factor by which column j's
     output scales (e^{kτλ₀} times the propagator's shift), ``shift`` enters through it only.
@@ -224,7 +248,7 @@ def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y,
     ok_j = [g_j δ‖y_j‖ ≤ tol s_j and zm_j ≤ tail_tol s_j / g_j'] with ‖y‖² = Σy²/π and
     g_j' = e^{kτ(d̂_j−D)} folded in by the caller through ``tail_tol``; the cap is
     cap_j = (tol s_j / (δ g_j))² / Σ|x̃_j| (so that the first test holds when y ≥ 0).
-    ``scale`` receives s_j."""
+    ``scale`` receives s_j, and ``out`` the first term r_∞ y of the rational sum."""
     n, ncol = x.shape
     col = np.zeros(ncol)
     mass = np.zeros(ncol)
@@ -253,6 +277,7 @@ def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y,
             c = mass[j] * pi[p, j]
             yy = xt if xt < c else c
             y[p, j] = yy
+            out[p, j] = rinf * yy
             z[p, j] = xt - yy
             zm[j] += xt - yy
             if yy != 0.0:
@@ -287,35 +312,45 @@ def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, scale, 
                     v = 0.0
             out[p, j] = v
             tot[j] += v
+    rescale = False
     for j in range(ncol):
         target = base[j] * shift[j]
         if (ok[j] and isflat[j] and target > 0.0 and tot[j] > 0.0
                 and abs(tot[j] - target) <= 1e-9 * target):
             tot[j] = target / tot[j]
+            rescale = True
         else:
             tot[j] = 1.0
-    for p in range(n):
-        for j in range(ncol):
-            out[p, j] *= tot[j]
+    if rescale:                 # (a factor 1 leaves a column unchanged: skipped)
+        for p in range(n):
+            for j in range(ncol):
+                out[p, j] *= tot[j]
 
 
 def rational_split(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, tail_shift):
     """(y, z, base, zm, ok, scale) of :func:`_rational_split_py`; the tail test is
     zm_j · tail_shift_j ≤ tail_tol · s_j."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    pi = np.ascontiguousarray(pi, dtype=np.float64)
-    y, z = np.empty_like(x), np.empty_like(x)
+    tt = np.empty((2, np.shape(x)[1]))
+    tt[0] = tail_tol
+    tt[1] = tail_shift
+    return rational_split_into(
+        np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(pi, dtype=np.float64),
+        np.ascontiguousarray(isflat, dtype=np.bool_),
+        np.ascontiguousarray(gout, dtype=np.float64), ncol_total, delta, tol, tt)[:6]
+
+
+def rational_split_into(x, pi, isflat, gout, ncol_total, delta, tol, tt, r_inf=0.0):
+    """:func:`rational_split` on arrays already float64 (bool for ``isflat``) and C-contiguous,
+    with the tail test's (tail_tol, tail_shift) stacked in ``tt`` (2, ncol); returns (y, z,
+    base, zm, ok, scale, r_inf·y)."""
+    y, z, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     ncol = x.shape[1]
     base, zm, scale = np.empty(ncol), np.empty(ncol), np.empty(ncol)
     ok = np.empty(ncol, dtype=np.bool_)
-    tt = np.empty((2, ncol))
-    tt[0] = tail_tol
-    tt[1] = tail_shift
     (_rational_split_nb if HAVE_NUMBA else _rational_split_py)(
-        x, pi, np.ascontiguousarray(isflat, dtype=np.bool_),
-        np.ascontiguousarray(gout, dtype=np.float64), float(ncol_total), float(delta),
-        float(tol), tt, y, z, base, zm, ok, scale)
-    return y, z, base, zm, ok, scale
+        x, pi, isflat, gout, float(ncol_total), float(delta), float(tol), tt, y, z, base, zm, ok,
+        scale, float(r_inf), out)
+    return y, z, base, zm, ok, scale, out
 
 
 def rational_finish(out, pi, z, base, zm, ok, isflat, growth, shift, scale,
@@ -364,16 +399,22 @@ class RationalFactors:
 def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
     """Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column (see :func:`_shifted_solve_py`); arrays laid out
     (ncol, ·), ``shifts`` a (K, 2) array of (a_k, c_k)."""
-    sub, sup, diag, shifts, rhs = (np.ascontiguousarray(x, dtype=np.float64)
-                                   for x in (sub, sup, diag, shifts, rhs))
+    # the kernel runs on the transposed layout (n, ncol): rhs.T is contiguous when rhs is a
+    # transposed (n, ncol) array, as the caller's is
+    sub, sup, diag, rhs = (np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)
+                           for x in (sub, sup, diag, rhs))
+    shifts = np.ascontiguousarray(shifts, dtype=np.float64)
     out = np.zeros_like(rhs)
-    (_shifted_solve_nb if HAVE_NUMBA else _shifted_solve_py)(sub, sup, diag, shifts, rhs, out)
-    return out
+    ws = np.empty((4,) + rhs.shape)
+    (_shifted_solve_nb if HAVE_NUMBA else _shifted_solve_py)(sub, sup, diag, shifts, rhs, out,
+                                                             ws[0], ws[1], ws[2], ws[3])
+    return out.T
 
 
 if HAVE_NUMBA:
     _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
-    _shifted_solve_nb = numba.njit(cache=True, nogil=True)(_shifted_solve_py)
+    _shifted_solve_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(
+        _shifted_solve_py)
     _rational_factor_nb = numba.njit(cache=True, nogil=True)(_rational_factor_py)
     _rational_apply_nb = numba.njit(cache=True, nogil=True)(_rational_apply_py)
     _rational_split_nb = numba.njit(cache=True, nogil=True)(_rational_split_py)

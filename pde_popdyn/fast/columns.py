@@ -195,6 +195,8 @@ class ColumnPropagator:
         self._build_unif()
         self._build_dense()
         self._build_rational()
+        # then rat_cols is every column, in order (apply's shortcut)
+        self._all_rational = bool(self.rat_cols.size == self.cols.size)
 
     def _build_unif(self) -> None:
         loc = self.unif_cols
@@ -349,6 +351,9 @@ class ColumnPropagator:
     # -- application ----------------------------------------------------------------------
     def apply(self, f: np.ndarray, k: int = 1) -> np.ndarray:
         """e^{kτ(d̂_j − D)} E_j(kτ) f_j for f of shape (n, ncol) (a new array)."""
+        if self._all_rational and f.dtype == np.float64:
+            # every column in the rational branch: no gather into / scatter from a copy
+            return self._rational(self.rat_cols, f, k)
         out = np.empty_like(f)
         kt = k * self.tau
         rank1 = self.certain.copy()

@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._column_kernels import RationalFactors, rational_finish, rational_split
+from ._column_kernels import RationalFactors, rational_finish, rational_split_into
 
 #: r(s) = R_INF + 2 Re Σ_k RESIDUES[k] / (s − POLES[k]), poles in the upper half plane
 R_INF = 1.851759251130545e-14
@@ -88,10 +88,13 @@ class RationalColumns:
                                         -k * tau * gen.out[:, cols],
                                         z[:, None] + k * tau * top[None, :], gamma)
                         for k in (1, 2)]
-        self.pi = np.ascontiguousarray(op.gibbs[:, cols])
-        self.flat = gen.flat[cols]
+        self.pi = np.ascontiguousarray(op.gibbs[:, cols], dtype=np.float64)
+        self.flat = np.ascontiguousarray(gen.flat[cols], dtype=np.bool_)
         self.growth = [np.exp(k * tau * top) for k in (1, 2)]
-        self.shift = [np.ascontiguousarray(shift ** k) for k in (1, 2)]
+        self.shift = [np.ascontiguousarray(shift ** k, dtype=np.float64) for k in (1, 2)]
+        # per k: the output factor g·shift and the tail test's (tolerance, shift) rows
+        self._gout = [np.ascontiguousarray(g * sh) for g, sh in zip(self.growth, self.shift)]
+        self._tt = [np.stack([np.full(sh.size, self.TAIL_TOL), sh]) for sh in self.shift]
         self.ncol_total = ncol_total
         self.tail_mass = 0.0
 
@@ -99,10 +102,9 @@ class RationalColumns:
         """(E(kτ)x shifted, ok per column, clipped mass) for x (n, ncol) C-contiguous;
         columns with ok False hold garbage and must be recomputed by the caller."""
         g, sh = self.growth[k - 1], self.shift[k - 1]
-        y, z, base, zm, ok, scale = rational_split(x, self.pi, self.flat, g * sh,
-                                                   self.ncol_total, self.delta, self.TOL,
-                                                   self.TAIL_TOL, sh)
-        out = self.r_inf * y
+        y, z, base, zm, ok, scale, out = rational_split_into(
+            x, self.pi, self.flat, self._gout[k - 1], self.ncol_total, self.delta, self.TOL,
+            self._tt[k - 1], self.r_inf)          # out = r_∞ y
         self.factors[k - 1].apply(y, out)
         clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh, scale,
                                         self.TOL)
