@@ -411,6 +411,35 @@ def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
     return out.T
 
 
+def _gibbs_sums_py(g, pi, weight, q, a, s):
+    """Per column j of g (n, ncol): q_j = Σ_{g>0} g²/π (inf where π = 0 < g), a_j = Σ|g|,
+    s_j = Σ weight·g (one pass; the sums of ``ColumnPropagator._near_gibbs``)."""
+    n, ncol = g.shape
+    for j in range(ncol):
+        q[j] = 0.0
+        a[j] = 0.0
+        s[j] = 0.0
+    for p in range(n):
+        for j in range(ncol):
+            x = g[p, j]
+            if x > 0.0:
+                if pi[p, j] > 0.0:
+                    q[j] += x * x / pi[p, j]
+                else:
+                    q[j] = np.inf
+            a[j] += abs(x)
+            s[j] += weight[p, j] * x
+
+
+def gibbs_sums(g, pi, weight):
+    """(q, a, s) of :func:`_gibbs_sums_py`."""
+    g, pi, weight = (np.ascontiguousarray(x, dtype=np.float64) for x in (g, pi, weight))
+    ncol = g.shape[1]
+    q, a, s = np.empty(ncol), np.empty(ncol), np.empty(ncol)
+    (_gibbs_sums_nb if HAVE_NUMBA else _gibbs_sums_py)(g, pi, weight, q, a, s)
+    return q, a, s
+
+
 if HAVE_NUMBA:
     _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
     _shifted_solve_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(
@@ -422,6 +451,7 @@ if HAVE_NUMBA:
     _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)
+    _gibbs_sums_nb = numba.njit(cache=True, nogil=True)(_gibbs_sums_py)
 
 
 def banded_series(stay: np.ndarray, pu: np.ndarray, pd: np.ndarray, puw: np.ndarray,
@@ -521,6 +551,7 @@ def warm_up() -> None:
     uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
     R = RationalFactors(y[:2], y[:2], -2 * y, np.ones((1, 2)) + 1j, np.ones(1))
     R.apply(y, np.zeros_like(y))
+    gibbs_sums(y, y, y)
     one = np.ones(2)
     parts = rational_split(y, y, np.ones(2, dtype=bool), one, 2, 1e-14, 1e-12, 1e-13, one)
     rational_finish(np.ones_like(y), y, parts[1], *parts[2:5], np.ones(2, dtype=bool),

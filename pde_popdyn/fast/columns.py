@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._column_kernels import HAVE_NUMBA, banded_series, gth_solve, warm_up
+from ._column_kernels import HAVE_NUMBA, banded_series, gibbs_sums, gth_solve, warm_up
 from ._column_kernels import matvec as _matvec
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
@@ -340,13 +340,11 @@ class ColumnPropagator:
         maps are contractions in L1) lets a column through whose mass is negligible, the
         first one any column near its Gibbs state. Errors are measured against the whole
         density, as every error is."""
-        pi = self.gibbs[:, loc]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            q = np.where(g > 0, g * g / pi, 0.0).sum(axis=0)
-            bound = np.minimum(np.exp(-t * self.gap[loc]) * np.sqrt(q),
-                               2.0 * np.abs(g).sum(axis=0))
-            size = np.abs((weight * g).sum(axis=0))
-            return bound <= _PROJ_TOL * np.maximum(size, size.sum() / self.cols.size)
+        q, a, size = gibbs_sums(g, self.gibbs[:, loc], np.broadcast_to(weight, g.shape))
+        with np.errstate(over="ignore", invalid="ignore"):
+            bound = np.minimum(np.exp(-t * self.gap[loc]) * np.sqrt(q), 2.0 * a)
+        size = np.abs(size)
+        return bound <= _PROJ_TOL * np.maximum(size, size.sum() / self.cols.size)
 
     # -- application ----------------------------------------------------------------------
     def apply(self, f: np.ndarray, k: int = 1) -> np.ndarray:
