@@ -523,6 +523,11 @@ def run(quick: bool, outdir: Path) -> dict:
     bz_orders = [min(r["order_mean"], r["order_var"]) for r in bz_conv.values()
                  if r["scheme"] == "new" and r["start"] == "prepared"]
     jump_ok = min(bz_orders) >= ORDER_BAR
+    off = {rule: [(r["order_mean"], r["order_var"]) for r in conv.values()
+                  if r["scheme"] == "new" and r["start"] == "off_manifold"]
+           for rule, conv in (("Boltzmann", bz_conv), ("truncation", tr_conv))}
+    off_txt = "; ".join(f"{rule} " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in rows)
+                        for rule, rows in off.items() if rows)
     cost_ok = cst["max_over_min"] <= COST_BAR
     worst = min(rep["rows"], key=lambda r: min(r["new"]["order_mean"], r["new"]["order_var"]))
     headline = (
@@ -542,7 +547,10 @@ def run(quick: bool, outdir: Path) -> dict:
             f"{r['split']['residual_order']:.2f}" for r in bz["rows"])
         + f"), Sigma* - semi-discrete = grid O(dh^{bz['reduced_order_dh']:.1f}) + O(eps); "
         f"Boltzmann transient orders >= {min(bz_orders):.2f}, truncation >= "
-        f"{min(tr_orders):.2f} (data rho0*pi_h); cost 128^2 max/min "
+        f"{min(tr_orders):.2f} (data rho0*pi_h)"
+        + (f"; from off-manifold data (E/Var per eps {', '.join(f'{e:g}' for e in cfg['conv_eps'])}"
+           f", JumpLayer correction): {off_txt}" if off_txt else "")
+        + "; cost 128^2 max/min "
         f"{cst['max_over_min']:.2f} (max / eps=0.1: {cst['max_over_eps_0.1']:.2f}) "
         f"[bar <= {COST_BAR}: {'met' if cost_ok else 'NOT met'}]")
     passed = bool(rep_ok and bz_ok and jump_ok and cost_ok)
