@@ -236,8 +236,8 @@ def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out, wr, wi, yr, yi):
                 out[p, j] += a * ur - b * ui
 
 
-def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y, z, base, zm,
-                       ok, scale, rinf, out):
+def _rational_split_py(x, pi, ipi, isflat, gout, ncol_total, delta, tol, tail_tol, y, z, base,
+                       zm, ok, scale, rinf, out):
     """The input split of the rational branch (see :class:`~pde_popdyn.fast.rational
     .RationalColumns`), per column j of x (n, ncol). ``gout`` is the factor by which column j's
     output scales (e^{kτλ₀} times the propagator's shift), ``shift`` enters through it only.
@@ -248,11 +248,13 @@ def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y,
     ok_j = [g_j δ‖y_j‖ ≤ tol s_j and zm_j ≤ tail_tol s_j / g_j'] with ‖y‖² = Σy²/π and
     g_j' = e^{kτ(d̂_j−D)} folded in by the caller through ``tail_tol``; the cap is
     cap_j = (tol s_j / (δ g_j))² / Σ|x̃_j| (so that the first test holds when y ≥ 0).
-    ``scale`` receives s_j, and ``out`` the first term r_∞ y of the rational sum."""
+    ``scale`` receives s_j, and ``out`` the first term r_∞ y of the rational sum; ``ipi`` is 1/π
+    (0 where π = 0: there y ≠ 0 makes ‖y‖ infinite)."""
     n, ncol = x.shape
     col = np.zeros(ncol)
     mass = np.zeros(ncol)
     q = np.zeros(ncol)
+    bad = np.zeros(ncol)
     for p in range(n):
         for j in range(ncol):
             col[j] += x[p, j]
@@ -271,21 +273,21 @@ def _rational_split_py(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, y,
         a = tol * scale[j] / (delta * max(gout[j], 1e-300))
         c = a * a / max(mass[j], 1e-300)
         mass[j] = c if c < 1e300 else 1e300            # now the cap coefficient
-    for p in range(n):
+    for p in range(n):               # (branch-free, so that it vectorises)
         for j in range(ncol):
-            xt = x[p, j] - base[j] * pi[p, j]
-            c = mass[j] * pi[p, j]
-            yy = xt if xt < c else c
+            pij = pi[p, j]
+            xt = x[p, j] - base[j] * pij
+            yy = min(xt, mass[j] * pij)
             y[p, j] = yy
             out[p, j] = rinf * yy
-            z[p, j] = xt - yy
-            zm[j] += xt - yy
-            if yy != 0.0:
-                if pi[p, j] > 0.0:
-                    q[j] += yy * yy / pi[p, j]
-                else:
-                    q[j] = np.inf
+            d = xt - yy
+            z[p, j] = d
+            zm[j] += d
+            q[j] += yy * yy * ipi[p, j]
+            bad[j] += abs(yy) * (pij == 0.0)
     for j in range(ncol):
+        if bad[j] > 0.0:
+            q[j] = np.inf
         ok[j] = ((gout[j] * delta * np.sqrt(q[j]) <= tol * scale[j])
                  and (zm[j] * tail_tol[1, j] <= tail_tol[0, j] * scale[j]))
 
@@ -298,20 +300,30 @@ def _rational_finish_py(out, pi, z, base, zm, ok, isflat, growth, shift, scale, 
     the tail mass carried. Larger negative values (signed inputs) are left alone."""
     n, ncol = out.shape
     tot = np.zeros(ncol)
+    clip = np.zeros(ncol)
+    a = np.empty(ncol)          # growth·shift
+    b = np.empty(ncol)          # base·shift
+    c = np.empty(ncol)          # ½ growth·shift where the tail is carried, else 0
+    lim = np.empty(ncol)        # the clip bound tol·scale, −1 where nothing is clipped
     for j in range(ncol):
-        if ok[j] and zm[j] > 0.0:
+        a[j] = growth[j] * shift[j]
+        b[j] = base[j] * shift[j]
+        carry = ok[j] and zm[j] > 0.0
+        c[j] = 0.5 * a[j] if carry else 0.0
+        lim[j] = tol * scale[j] if ok[j] else -1.0
+        if carry:
             res[1] += zm[j]
-    for p in range(n):
+    for p in range(n):               # (branch-free, so that it vectorises)
         for j in range(ncol):
-            v = (growth[j] * out[p, j] + base[j] * pi[p, j]) * shift[j]
-            if ok[j]:
-                if zm[j] > 0.0:
-                    v += 0.5 * (z[p, j] + pi[p, j] * zm[j]) * growth[j] * shift[j]
-                if v < 0.0 and -v <= tol * scale[j]:
-                    res[0] -= v
-                    v = 0.0
+            pij = pi[p, j]
+            v = a[j] * out[p, j] + b[j] * pij + c[j] * (z[p, j] + pij * zm[j])
+            m = (v < 0.0) * (-v <= lim[j])
+            clip[j] -= v * m
+            v = v * (1.0 - m)
             out[p, j] = v
             tot[j] += v
+    for j in range(ncol):
+        res[0] += clip[j]
     rescale = False
     for j in range(ncol):
         target = base[j] * shift[j]
@@ -333,22 +345,29 @@ def rational_split(x, pi, isflat, gout, ncol_total, delta, tol, tail_tol, tail_s
     tt = np.empty((2, np.shape(x)[1]))
     tt[0] = tail_tol
     tt[1] = tail_shift
+    pi = np.ascontiguousarray(pi, dtype=np.float64)
     return rational_split_into(
-        np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(pi, dtype=np.float64),
+        np.ascontiguousarray(x, dtype=np.float64), pi, inverse_gibbs(pi),
         np.ascontiguousarray(isflat, dtype=np.bool_),
         np.ascontiguousarray(gout, dtype=np.float64), ncol_total, delta, tol, tt)[:6]
 
 
-def rational_split_into(x, pi, isflat, gout, ncol_total, delta, tol, tt, r_inf=0.0):
+def inverse_gibbs(pi: np.ndarray) -> np.ndarray:
+    """1/π where π > 0, else 0 (the weights of ‖y‖² = Σy²/π in the split)."""
+    with np.errstate(divide="ignore"):
+        return np.ascontiguousarray(np.where(pi > 0, 1.0 / np.where(pi > 0, pi, 1.0), 0.0))
+
+
+def rational_split_into(x, pi, ipi, isflat, gout, ncol_total, delta, tol, tt, r_inf=0.0):
     """:func:`rational_split` on arrays already float64 (bool for ``isflat``) and C-contiguous,
-    with the tail test's (tail_tol, tail_shift) stacked in ``tt`` (2, ncol); returns (y, z,
+    with ``ipi`` = :func:`inverse_gibbs` of π and the tail test's (tail_tol, tail_shift) stacked in ``tt`` (2, ncol); returns (y, z,
     base, zm, ok, scale, r_inf·y)."""
     y, z, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     ncol = x.shape[1]
     base, zm, scale = np.empty(ncol), np.empty(ncol), np.empty(ncol)
     ok = np.empty(ncol, dtype=np.bool_)
     (_rational_split_nb if HAVE_NUMBA else _rational_split_py)(
-        x, pi, isflat, gout, float(ncol_total), float(delta), float(tol), tt, y, z, base, zm, ok,
+        x, pi, ipi, isflat, gout, float(ncol_total), float(delta), float(tol), tt, y, z, base, zm, ok,
         scale, float(r_inf), out)
     return y, z, base, zm, ok, scale, out
 

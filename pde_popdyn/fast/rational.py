@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._column_kernels import RationalFactors, rational_finish, rational_split_into
+from ._column_kernels import RationalFactors, inverse_gibbs, rational_finish, rational_split_into
 
 #: r(s) = R_INF + 2 Re Σ_k RESIDUES[k] / (s − POLES[k]), poles in the upper half plane
 R_INF = 1.851759251130545e-14
@@ -89,6 +89,7 @@ class RationalColumns:
                                         z[:, None] + k * tau * top[None, :], gamma)
                         for k in (1, 2)]
         self.pi = np.ascontiguousarray(op.gibbs[:, cols], dtype=np.float64)
+        self.ipi = inverse_gibbs(self.pi)
         self.flat = np.ascontiguousarray(gen.flat[cols], dtype=np.bool_)
         self.growth = [np.exp(k * tau * top) for k in (1, 2)]
         self.shift = [np.ascontiguousarray(shift ** k, dtype=np.float64) for k in (1, 2)]
@@ -103,7 +104,7 @@ class RationalColumns:
         columns with ok False hold garbage and must be recomputed by the caller."""
         g, sh = self.growth[k - 1], self.shift[k - 1]
         y, z, base, zm, ok, scale, out = rational_split_into(
-            x, self.pi, self.flat, self._gout[k - 1], self.ncol_total, self.delta, self.TOL,
+            x, self.pi, self.ipi, self.flat, self._gout[k - 1], self.ncol_total, self.delta, self.TOL,
             self._tt[k - 1], self.r_inf)          # out = r_∞ y
         self.factors[k - 1].apply(y, out)
         clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh, scale,
