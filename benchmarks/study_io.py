@@ -92,7 +92,8 @@ def run(quick: bool, outdir: Path) -> dict[str, Any]:
                     sizes[name] = path.stat().st_size
         # the cost of one snapshot write, timed directly (gzip, every 10 steps' states)
         schedule = Schedule.make(0.0, steps * DT, DT, 10)
-        states = run_loop(FunctionSystem(stepper), f0, schedule, progress=False).states
+        states = np.asarray(run_loop(FunctionSystem(stepper), f0, schedule,
+                                     progress=False).states)
         writer = SnapshotWriter(Path(tmp) / "direct.h5", kind="joint", grid=grid, model=model,
                                 attrs={"dt": DT})
         per = []
