@@ -352,6 +352,10 @@ class ColumnPropagator:
         if self._all_rational and f.dtype == np.float64:
             # every column in the rational branch: no gather into / scatter from a copy
             return self._rational(self.rat_cols, f, k)
+        if (f.dtype == np.float64 and f.flags.c_contiguous and not self.unif_cols.size
+                and not self.dense_cols.size and not self.rat_cols.size
+                and (self.certain | self.cond).all()):
+            return self._apply_rank1(f, k)
         out = np.empty_like(f)
         kt = k * self.tau
         rank1 = self.certain.copy()
@@ -375,6 +379,24 @@ class ColumnPropagator:
         if self.rat_cols.size:
             loc = self.rat_cols
             out[:, loc] = self._rational(loc, f[:, loc], k)
+        return out
+
+    def _apply_rank1(self, f: np.ndarray, k: int) -> np.ndarray:
+        """:meth:`apply` where every column is rank one (certain, or conditional on the input):
+        the sums l₀ᵀf of the rank-one map are those of the near-Gibbs test, taken in one pass
+        over f without gathering columns."""
+        kt = k * self.tau
+        q, a, s = gibbs_sums(f, self.gibbs, self.lvec)
+        out = self.r * ((np.exp(kt * self.rate) * self.shift ** k) * s)
+        cond = np.flatnonzero(self.cond)
+        if cond.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                bound = np.minimum(np.exp(-kt * self.gap[cond]) * np.sqrt(q[cond]), 2.0 * a[cond])
+            size = np.abs(s[cond])
+            ok = bound <= _PROJ_TOL * np.maximum(size, size.sum() / self.cols.size)
+            if not ok.all():
+                bad = cond[~ok]
+                out[:, bad] = self._far_apply(bad, f[:, bad], k)
         return out
 
     def _rank1(self, loc, g, t) -> np.ndarray:
