@@ -68,7 +68,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fast._column_kernels import shifted_solves
+from .fast._column_kernels import gth_solve, shifted_solves
+from .fast._uniformised import Uniformised
 from .fast.columns import ColumnGenerator, ColumnPropagator
 from .fast.spectral import SpectralColumnPropagator
 from .run import SPLITTINGS, compose
@@ -301,15 +302,17 @@ class JumpLayer:
     difference c_j is O(λε) once Δt ≫ ε, which Δt does not reduce, and O(λΔt²/ε) while the step
     resolves the layer. :meth:`start` adds it to the data, non-negatively: c_j > 0 as c_j π_j (the
     shape it has after the layer), c_j < 0 by scaling column j by 1 + c_j/m_j, m_j its mass (a
-    factor below zero is clipped and the mass recorded). The gain is not linearised: the integral is Gauss–Legendre (6 nodes) on panels
-    whose lengths grow by 1.3 from 1/(c + λ) (c the fastest rate) to 20/μ (μ = λ + the smallest
+    factor below zero is clipped and the mass recorded).
+
+    The gain is not linearised: the integral is Gauss–Legendre (6 nodes) on panels whose
+    lengths grow by 1.3 from 1/(c + λ) (c the fastest rate) to 20/μ (μ = λ + the smallest
     spectral gap; the transient is then below e^{−20} of its start). The gain of truncation
     selection has kinks (a quantile crossing a cell), so the panels must stay short while the
     integrand is large: with 3 nodes on panels of 3/μ the error left a floor in E[h] at
-    ε = 0.1. T(s) is marched between the nodes and the
-    midpoints by uniformisation. The first step's first stage then evaluates the gain at b
-    instead of f₀ (the layer's share of the gain is in c; holding M[f₀] for ½Δt would count it
-    again, an O(λ²Δt²) error that does not vanish as Δt/ε grows).
+    ε = 0.1. T(s) is marched between the nodes and the midpoints by uniformisation. The first
+    step's first stage then evaluates the gain at b instead of f₀ (the layer's share of the
+    gain is in c; holding M[f₀] for ½Δt would count it again, an O(λ²Δt²) error that does not
+    vanish as Δt/ε grows).
 
     It needs the finite-volume column propagator on a uniform θ-axis, and is skipped where the
     transient is below 10⁻¹² of the mass (data on the slow manifold: a stationary state stays a
@@ -329,15 +332,14 @@ class JumpLayer:
         self.mu = self.lam + float(gen.gap().min())
         self.c = float(gen.c.max()) + self.lam
         self.clipped = 0.0
-        #: (∫ part, midpoint sum) of the last correction, per column (for checks)
-        self.last: tuple | None = None
 
     @classmethod
     def build(cls, prop, lam: float, mapping, dt: float, uniform: bool):
         gen = getattr(prop, "gen", None)
         if gen is None or not uniform or not gen.flat.all() or lam <= 0:
             return None
-        if not (float(gen.gap().min()) > 0) or (lam + float(gen.gap().min())) * dt < 0.01:
+        gap = float(gen.gap().min())
+        if not gap > 0 or (lam + gap) * dt < 0.01:
             return None
         return cls(gen, lam, mapping, dt)
 
@@ -362,15 +364,13 @@ class JumpLayer:
         """Σ_k w_k Σ_θ (M[b + T(t_k)] − M[b]) for increasing t_k, T marched by uniformisation
         (the Poisson weights of one spacing are reused)."""
         total = np.zeros(T.shape[1])
-        t_prev, cache = 0.0, {}
+        t_prev, d_prev, poisson = 0.0, None, None
         for t, w in zip(times, weights):
             d = t - t_prev
             if d > 0:
-                key = float(f"{d:.10e}")
-                if key not in cache:
-                    cache.clear()
-                    cache[key] = u.weights(d)[0]
-                T = u.run(T, cache[key]) * np.exp(-self.lam * d)
+                if d_prev is None or abs(d - d_prev) > 1e-10 * d:
+                    d_prev, poisson = d, u.weights(d)[0]
+                T = u.run(T, poisson) * np.exp(-self.lam * d)
                 t_prev = t
             if np.abs(T).sum() <= 1e-13 * mass:
                 break
@@ -380,8 +380,6 @@ class JumpLayer:
     def start(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(f₀ with the slow mass c added, the point b at which the first stage evaluates the
         gain); f₀ and None where no correction applies."""
-        from .fast._column_kernels import gth_solve
-        from .fast._uniformised import Uniformised
         shape = f.shape
         fc = f.reshape(shape[0], -1)
         mass = float(fc.sum())
@@ -400,7 +398,6 @@ class JumpLayer:
         tm = (np.arange(int(self.S_MAX / (self.mu * self.dt)) + 1) + 0.5) * self.dt
         tm = tm[tm <= self.S_MAX / self.mu]
         S = self._sum(u, T, tm, np.full(tm.size, self.dt), base, g0, mass, shape)
-        self.last = (I, S)
         c = lam * (I - S)
         m = fc.sum(axis=0)
         # a gain goes in in the relaxed shape π; a loss scales the column (clipped at zero)
@@ -570,15 +567,14 @@ class JumpStepper(_Stepper):
     def advance(self, f: np.ndarray, dt: float, n: int) -> np.ndarray:
         self._check_dt(dt)
         for i in range(n):
-            if self.mutation is None:
-                g, b = self._start(f) if i == 0 else (f, None)
-                f = self._jump(g, b)
-            elif self.splitting == "lie":
+            if self.mutation is not None and self.splitting == "lie":
                 f = self.mutation(self._jump(f), dt)
-            else:
-                g, b = self._start(self.mutation(f, 0.5 * dt)) if i == 0 else \
-                    (self.mutation(f, 0.5 * dt), None)
-                f = self.mutation(self._jump(g, b), 0.5 * dt)
+                continue
+            pre = f if self.mutation is None else self.mutation(f, 0.5 * dt)
+            g, b = self._start(pre) if i == 0 else (pre, None)   # the layer: once, at t = 0
+            f = self._jump(g, b)
+            if self.mutation is not None:
+                f = self.mutation(f, 0.5 * dt)
         return f
 
     @property

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blas import one_blas_thread
+
 try:  # numba is a dependency, but the package must work where it cannot be installed
     import numba
 
@@ -360,15 +362,15 @@ def inverse_gibbs(pi: np.ndarray) -> np.ndarray:
 
 def rational_split_into(x, pi, ipi, isflat, gout, ncol_total, delta, tol, tt, r_inf=0.0):
     """:func:`rational_split` on arrays already float64 (bool for ``isflat``) and C-contiguous,
-    with ``ipi`` = :func:`inverse_gibbs` of π and the tail test's (tail_tol, tail_shift) stacked in ``tt`` (2, ncol); returns (y, z,
-    base, zm, ok, scale, r_inf·y)."""
+    with ``ipi`` = :func:`inverse_gibbs` of π and the tail test's (tail_tol, tail_shift) stacked
+    in ``tt`` (2, ncol); returns (y, z, base, zm, ok, scale, r_inf·y)."""
     y, z, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     ncol = x.shape[1]
     base, zm, scale = np.empty(ncol), np.empty(ncol), np.empty(ncol)
     ok = np.empty(ncol, dtype=np.bool_)
     (_rational_split_nb if HAVE_NUMBA else _rational_split_py)(
-        x, pi, ipi, isflat, gout, float(ncol_total), float(delta), float(tol), tt, y, z, base, zm, ok,
-        scale, float(r_inf), out)
+        x, pi, ipi, isflat, gout, float(ncol_total), float(delta), float(tol), tt, y, z, base,
+        zm, ok, scale, float(r_inf), out)
     return y, z, base, zm, ok, scale, out
 
 
@@ -552,7 +554,6 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
 def matvec(M: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Column j of the result is M[j] @ x[:, j] (M stacked (k, n, n), x of shape (n, k))."""
     xt = np.ascontiguousarray(x.T)
-    from .blas import one_blas_thread
     with one_blas_thread():
         if hasattr(np, "matvec"):          # numpy ≥ 2.2: a batched matrix-vector product
             return np.matvec(M, xt).T

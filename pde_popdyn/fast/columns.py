@@ -43,9 +43,8 @@ Each column is served by the cheapest exact representation, chosen per column:
   to zero, the column mass restored, and the removed mass is recorded (``clipped_mass``).
 
 Everything runs in non-negative arithmetic except that resolvent subtraction and the rational
-branch; the dense
-kernels run with single-threaded BLAS (threadpoolctl), so the set-up does not depend on the
-load of the machine.
+branch; the dense kernels run with single-threaded BLAS (threadpoolctl), so the set-up does not
+depend on the load of the machine.
 """
 
 from __future__ import annotations
@@ -340,10 +339,15 @@ class ColumnPropagator:
         maps are contractions in L1) lets a column through whose mass is negligible, the
         first one any column near its Gibbs state. Errors are measured against the whole
         density, as every error is."""
-        q, a, size = gibbs_sums(g, self.gibbs[:, loc], np.broadcast_to(weight, g.shape))
+        q, a, s = gibbs_sums(g, self.gibbs[:, loc], np.broadcast_to(weight, g.shape))
+        return self._gibbs_ok(loc, q, a, s, t)
+
+    def _gibbs_ok(self, loc, q, a, s, t) -> np.ndarray:
+        """The test of :meth:`_near_gibbs` from the sums q = Σg²/π, a = Σ|g|, s = Σ weight·g
+        of the columns ``loc``."""
         with np.errstate(over="ignore", invalid="ignore"):
             bound = np.minimum(np.exp(-t * self.gap[loc]) * np.sqrt(q), 2.0 * a)
-        size = np.abs(size)
+        size = np.abs(s)
         return bound <= _PROJ_TOL * np.maximum(size, size.sum() / self.cols.size)
 
     # -- application ----------------------------------------------------------------------
@@ -390,10 +394,7 @@ class ColumnPropagator:
         out = self.r * ((np.exp(kt * self.rate) * self.shift ** k) * s)
         cond = np.flatnonzero(self.cond)
         if cond.size:
-            with np.errstate(over="ignore", invalid="ignore"):
-                bound = np.minimum(np.exp(-kt * self.gap[cond]) * np.sqrt(q[cond]), 2.0 * a[cond])
-            size = np.abs(s[cond])
-            ok = bound <= _PROJ_TOL * np.maximum(size, size.sum() / self.cols.size)
+            ok = self._gibbs_ok(cond, q[cond], a[cond], s[cond], kt)
             if not ok.all():
                 bad = cond[~ok]
                 out[:, bad] = self._far_apply(bad, f[:, bad], k)

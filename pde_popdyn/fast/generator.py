@@ -101,7 +101,7 @@ class ColumnGenerator:
             kill = -self.dp[:, wc].T
             x, z = r[:, work].T.copy(), l[:, work].T.copy()
             done = np.zeros(work.size, dtype=bool)
-            if shifted and not self.periodic:
+            if shifted:
                 top = self.top()[wc]
                 # σ above λ₀ by more than the bisection's accuracy: rate (σ − λ₀)/(σ − λ₁)
                 sigma = top + np.maximum(1e-3 * np.abs(top), 10.0 * self._top_tol[wc])

@@ -104,8 +104,8 @@ class RationalColumns:
         columns with ok False hold garbage and must be recomputed by the caller."""
         g, sh = self.growth[k - 1], self.shift[k - 1]
         y, z, base, zm, ok, scale, out = rational_split_into(
-            x, self.pi, self.ipi, self.flat, self._gout[k - 1], self.ncol_total, self.delta, self.TOL,
-            self._tt[k - 1], self.r_inf)          # out = r_∞ y
+            x, self.pi, self.ipi, self.flat, self._gout[k - 1], self.ncol_total, self.delta,
+            self.TOL, self._tt[k - 1], self.r_inf)          # out = r_∞ y
         self.factors[k - 1].apply(y, out)
         clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh, scale,
                                         self.TOL)
