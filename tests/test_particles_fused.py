@@ -152,6 +152,31 @@ def test_in_place_systematic_resampling(m, n_out):
 # --------------------------------------------------------------------------------------------
 # the fused engine in a run
 # --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("centre", [0.3, "callable"])
+def test_fused_ou_step_with_a_temperature_that_varies_in_h(centre):
+    """T(h) = 0.1 e^h with constant K: the decay is one number, the noise scale one per
+    agent. One step from θ = c(h) with Δt/ε = 5 leaves (θ − c(h))/√(T(h)/K) standard normal
+    in every h-range. (Regression: the kernels took both from the decay's length, so every
+    agent of a block got the first agent's noise scale.)"""
+    def c(h):
+        return 0.5 * np.exp(-0.25 * h)
+    cen = c if centre == "callable" else centre
+    def T(h):
+        return 0.1 * np.exp(h)
+    model = pp.Model(lambda th, h: (th - (c(h) if callable(cen) else cen)) ** 2, None,
+                     temperature=T, eps=0.01, quadratic=(2.0, cen))
+    n = 40_000
+    rng = np.random.default_rng(5)
+    h0 = rng.uniform(-2.0, 2.0, n)
+    th0 = c(h0) if callable(cen) else np.full(n, cen)
+    ens = simulate_particles(model, n, (th0, h0), 0.05, 0.05, seed=2, engine="fused")
+    th, h = ens.theta[-1], ens.h[-1]
+    z = (th - (c(h) if callable(cen) else cen)) / np.sqrt(T(h) / 2.0)
+    for part in (h < -1, (h >= -1) & (h < 1), h >= 1):
+        assert abs(z[part].var() - 1.0) < 0.06
+        assert abs(z[part].mean()) < 0.05
+
+
 def test_engines_agree_in_law_on_the_gaussian_scheme():
     """Fused and numpy engines against the exact moments of the time-discrete scheme's
     mean-field limit (Strang, Δt = 0.05), 5·10⁴ agents."""

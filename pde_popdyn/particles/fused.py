@@ -117,6 +117,9 @@ class FusedStep:
             x = mv * Kv * (tau / m.eps)
             dec = np.atleast_1d(np.exp(-x)).astype(float)
             sd = np.atleast_1d(np.sqrt(Tv / Kv * -np.expm1(-2 * x))).astype(float)
+            if dec.shape != sd.shape:
+                # T(h) alone varies: the kernels take one value per agent for both or neither
+                dec, sd = (np.ascontiguousarray(a) for a in np.broadcast_arrays(dec, sd))
         cv = self._value(c, h)
         n = h.shape[0]
         if cv.ndim == 0:

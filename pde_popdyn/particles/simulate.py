@@ -116,7 +116,11 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
         :mod:`pde_popdyn.particles.fused`); ``"numpy"``: the step-by-step numpy path, which
         covers everything. For a fixed seed the two engines draw different normals, so their
         agents differ; both sample the same scheme exactly (``info["engine"]`` says which
-        ran).
+        ran). Their resampling noise differs slightly: the numpy engine keeps an agent's
+        copies next to it, which systematic resampling rewards, so at a fixed N its error of
+        the means is about 7 % smaller. For a few hundred agents (a PBT population's size) the
+        two take about the same time, so ``engine="numpy"`` gives the lower noise there for
+        free; from 10³ agents up the fused engine is faster (about 3× at 10⁶).
     shards, client, checkpoint, checkpoint_every, gather:
         Run the population in ``shards`` pieces, one per worker of the dask.distributed
         ``client`` (without one: one local process per shard; ``client="inline"``: all in
