@@ -52,16 +52,16 @@ horizons long enough to reach h*, and by far under strong pressure, where the in
 population overshoots at once.
 
 Findings (full run; numbers in RESULTS.md and claim.json). Effective-fitness selection has
-the lower regret on every seed in 51 of 70 (rule, pressure, horizon) cells: all 35 of
+the lower regret on every seed in 52 of 70 (rule, pressure, horizon) cells: all 35 of
 truncation and PBT (every q, every horizon; regret 10–10³× below instantaneous ranking at
-t ≥ 20) and Boltzmann α ≥ 100 except α = 100 at t = 10. It does not help for Boltzmann α ≤ 10:
+t ≥ 20), all 15 of Boltzmann α ≥ 100, and α = 30 at t ≥ 40. It does not help for Boltzmann α ≤ 10:
 at N = 1000 the seeds of the two modes overlap at every horizon up to 60, and the
-instantaneous mean regret is the lower one at α = 3 (t ≥ 20) and α = 10 (t ≤ 40), because the
+instantaneous mean regret is the lower one at α = 3 (t ≥ 40) and α = 10 (t ≤ 40), because the
 climb is slow and the price of the overshoot is small (F̄(h*) − F̄(argmax F̄_α) = 0.004 at
-α = 3, 0.012 at α = 10); at α = 30 instantaneous selection is better on every seed at t = 5.
+α = 3, 0.012 at α = 10); at α = 30 instantaneous selection is better on every seed at t = 20.
 At α = 10, t = 20 the mean-field limits agree (joint 0.013, reduced 0.015 against 0.026 for
 F̄), so it is not a finite-N or finite-ε artefact; finite N slows the instantaneous population
-(0.0245 at N = 1000, 0.017 at N = 10⁴, whose seed ranges do not overlap with the effective
+(0.024 at N = 1000, 0.017 at N = 10⁴, whose seed ranges do not overlap with the effective
 ones, as reported) and by t = 60 the effective runs win on every seed at N = 10⁴. The window
 (w = 0.5) helps truncation and PBT (5–50× below instantaneous) but not strong Boltzmann
 selection (α ≥ 100: regret 0.02–0.05, seeds scattered as widely as the mean): an agent's
