@@ -57,6 +57,14 @@ class FastStep:
             return v
         return v[:, None]
 
+    @staticmethod
+    def _per_agent(c, cv, theta, h):
+        """The centre's value cv = c(h) against θ of shape (N, d): a column if it holds one
+        value per agent (:func:`per_agent_centre`)."""
+        if theta.ndim == 2 and per_agent_centre(c, cv, h, theta.shape[1]):
+            return cv[:, None]
+        return cv
+
     def _normals(self, shape: tuple) -> np.ndarray:
         """Standard normals in a reused buffer (valid until the next call)."""
         buf = self._buf.get(shape)
@@ -84,8 +92,7 @@ class FastStep:
                 a = np.exp(-x)
                 s = np.sqrt(T / Kv * -np.expm1(-2 * x))
                 a, s = self._col(a, P.theta), self._col(s, P.theta)
-            cv = self._col(cv, P.theta) if np.ndim(cv) == 1 and P.theta.ndim == 2 \
-                and np.shape(cv)[0] == self.n else cv
+            cv = self._per_agent(c, cv, P.theta, P.h)
             xi = self._normals(P.theta.shape)
             th = P.theta
             th -= cv                # θ ← c + (θ − c) e^{−x} + sqrt((T/K)(1 − e^{−2x})) ξ
@@ -151,8 +158,7 @@ class FastStep:
         elif src == "quadratic":
             K, c = self.model.quadratic
             Kv, cv = self._field(K, h), self._field(c, h)
-            cv = self._col(cv, theta) if np.ndim(cv) == 1 and theta.ndim == 2 \
-                and np.shape(cv)[0] == self.n else cv
+            cv = self._per_agent(c, cv, theta, h)
             g = self._col(Kv, theta) * (theta - cv)
         else:
             g = central_gradient(self.model.loss, theta, h)
@@ -161,6 +167,16 @@ class FastStep:
             raise ValueError(f"the gradient returned shape {g.shape}, but θ has shape "
                              f"{theta.shape}; it must return ∂L/∂θ with θ's shape")
         return g
+
+
+def per_agent_centre(c, cv, h: np.ndarray, d: int) -> bool:
+    """Whether cv = c(h), the OU centre at the n agents h, holds one value per agent (shape
+    (n,)) rather than one per component of θ ∈ R^d (shape (d,)). Only a callable's value can
+    (a constant array is one value per component); when n = d its value at one agent tells."""
+    n = np.shape(h)[0]
+    if not callable(c) or np.ndim(cv) != 1 or np.shape(cv)[0] != n:
+        return False
+    return n != d or np.shape(c(h[:1])) == (1,)
 
 
 def central_gradient(loss: Callable, theta: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -191,7 +207,7 @@ def check_declarations(model: Model, theta: np.ndarray, h: np.ndarray, grad_sour
         cv = np.asarray(c(hh) if callable(c) else c, float)
         if Kv.ndim == 1 and th.ndim == 2:
             Kv = Kv[:, None]
-        if cv.ndim == 1 and th.ndim == 2 and cv.shape[0] == k:
+        if th.ndim == 2 and per_agent_centre(c, cv, hh, th.shape[1]):
             cv = cv[:, None]
 
         def q(x):
@@ -219,4 +235,4 @@ def check_declarations(model: Model, theta: np.ndarray, h: np.ndarray, grad_sour
                              f"check its sign and scale (or pass check=False)")
 
 
-__all__ = ["FastStep", "central_gradient", "check_declarations"]
+__all__ = ["FastStep", "central_gradient", "check_declarations", "per_agent_centre"]

@@ -12,7 +12,10 @@ What it covers (``engine="fused"``, the default where it applies):
   normals per agent instead of three (agents near the ends of the h-box take the three
   sub-steps one by one, so that the boundary rule acts as in the composition);
 * continuous mutations that are Brownian moves in h (:class:`~pde_popdyn.Diffusion`; several
-  add their coefficients), with the reflecting, periodic or clipping boundary rule;
+  add their coefficients), with the reflecting, periodic or clipping boundary rule (with
+  clipping, one such mutation only: the numpy engine clips after each mutation's move, and
+  that is not the law of clipping once after their sum, whereas the reflecting and periodic
+  maps give the same law either way);
 * any selection rule: the rules keep their particle faces; systematic resampling (the
   replicator's, and the adaptive one) runs in place (:func:`resample_exp`), and the fitness
   is evaluated once per step in numpy by the model's vectorised fitness, on each chunk of
@@ -46,6 +49,7 @@ import numpy as np
 
 from . import kernels as K
 from .counter import nonce_from
+from .fast import per_agent_centre
 
 
 def fused_support(model, opts: dict, theta_ndim: int) -> str | None:
@@ -59,6 +63,10 @@ def fused_support(model, opts: dict, theta_ndim: int) -> str | None:
     for m in model.mutations:
         if m.continuous and m.particle_brownian is None:
             return f"the continuous mutation {type(m).__name__} is not a Brownian move in h"
+    moves = [m for m in model.mutations if m.continuous and m.particle_brownian]
+    if len(moves) > 1 and opts["h_box"] is not None and opts["boundary"] == "clip":
+        return ("several Brownian mutations with boundary='clip' (the fused step draws their "
+                "sum as one move, and clipping after each move is not clipping after the sum)")
     if theta_ndim not in (1, 2):
         return "θ must have shape (N,) or (N, d)"
     return None
@@ -122,14 +130,19 @@ class FusedStep:
                 dec, sd = (np.ascontiguousarray(a) for a in np.broadcast_arrays(dec, sd))
         cv = self._value(c, h)
         n = h.shape[0]
-        if cv.ndim == 0:
-            crow, ccol = False, False
-        elif cv.ndim == 1 and d > 1 and cv.shape[0] == d and n != d:
-            crow, ccol = False, True                     # a constant centre in R^d
-        elif cv.ndim == 1:
+        # (n is the chunk's length: a length-d centre may look like one value per agent)
+        if cv.size == 1:
+            crow, ccol = False, False                    # one value (also [c] for θ ∈ R¹)
+        elif per_agent_centre(c, cv, h, d):
             crow, ccol = True, False                     # one value per agent
-        else:
+        elif cv.size == d and cv.shape[-1] == d:
+            crow, ccol = False, True                     # one per component (c ∈ R^d)
+        elif cv.ndim == 2 and cv.shape[0] == n and cv.shape[1] in (1, d):
             crow, ccol = True, cv.shape[1] > 1
+        else:                   # the kernels would read past the centre's values
+            raise ValueError(f"the quadratic centre has shape {cv.shape}; for {n} agents with "
+                             f"θ ∈ R^{d} it must be a number, or have shape ({d},), ({n},) or "
+                             f"({n}, {d})")
         return dec, sd, np.ascontiguousarray(cv, dtype=float).reshape(-1), crow, ccol
 
     def _ou_constant(self, tau: float) -> tuple[np.ndarray, np.ndarray]:
