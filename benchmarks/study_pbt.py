@@ -10,8 +10,10 @@
 * **N → ∞.** Agents (⌈qN⌉ bottom copy uniform donors among the ⌈qN⌉ top) against the joint
   PDE: W1 distance of the h-marginals after 4 generations, per copy mode and explore kind,
   against N (bar: slope −1/2 ± 0.15). The PDE must be accurate beyond the statistical error
-  at the largest N (W1 ≈ 5·10⁻⁴ at N = 10⁶), so the full run uses a 288² grid: on 96² the
-  distance stalls at the grid's O(Δh², Δθ²) error, ~1.5·10⁻³, from N ≈ 10⁵ on.
+  at the largest N (W1 ≈ 5·10⁻⁴ at N = 10⁶), so the full run uses a 288² grid, whose
+  h-marginal is 2·10⁻⁵ (W1) from that of a 576² grid. (While the truncation map took whole
+  cells by their centre values, that gap was an irregular O(Δ) ~10⁻³ on every grid from 96²
+  to 432², and the distance stalled there from N ≈ 10⁵ on.)
 * **τ → 0** with q = λτ: PBT against continuous truncation at rate λ/q_c with a small fraction
   q_c (the limit rule), on the reduced equation.
 """
