@@ -16,6 +16,11 @@ import numpy as np
 
 from .clip import ClipLedger
 
+try:  # numba is a dependency, but the package must work where it cannot be installed
+    import numba
+except ImportError:  # pragma: no cover - exercised only without numba
+    numba = None
+
 
 class ReplicatorStep:
     """Exact replicator step for fitness values ``fitness`` (any shape matching f)."""
@@ -171,14 +176,31 @@ class TruncationMap:
         def above(phi):
             return _above(phi - Fb, ab, bb)
 
-        for _ in range(200):                     # S(lo) ≥ target > S(hi)
-            mid = 0.5 * (lo + hi)
-            if mid <= lo or mid >= hi:
+        def excess(phi):                        # S(φ) − target
+            return m_sure + _mass_above(float(phi), Fb, ab, bb, mb) - target
+
+        # S(φ) = m_sure + Σ m χ(φ) falls from S(lo) ≥ target to S(hi) < target; regula falsi
+        # with the Illinois halving, and a bisection step where it stalls
+        s_lo, s_hi = excess(lo), excess(hi)
+        side = 0
+        tol = 1e-15 * max(target, 1e-300)
+        for it in range(100):
+            if s_lo <= tol or -s_hi <= tol or not hi - lo > 1e-15 * max(abs(lo), abs(hi)):
                 break
-            if m_sure + float(mb @ above(mid)) >= target:
-                lo = mid
+            mid = hi - s_hi * (hi - lo) / (s_hi - s_lo) if it % 4 != 3 else 0.5 * (lo + hi)
+            if not lo < mid < hi:
+                mid = 0.5 * (lo + hi)
+            s_mid = excess(mid)
+            if s_mid >= 0:
+                lo, s_lo = mid, s_mid
+                if side == -1:
+                    s_hi *= 0.5
+                side = -1
             else:
-                hi = mid
+                hi, s_hi = mid, s_mid
+                if side == 1:
+                    s_lo *= 0.5
+                side = 1
         chi_hi, chi_lo = above(hi), above(lo)
         short = target - m_sure - float(mb @ chi_hi)
         gap = float(mb @ (chi_lo - chi_hi))
@@ -239,3 +261,33 @@ def _above(s: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
                                        np.where(s < ab, upper, 1.0))))
     below = np.where(a > 0, np.clip(below, 0.0, 1.0), (s >= 0).astype(float))
     return 1.0 - below
+
+
+def _mass_above_py(phi, F, a, b, m):
+    """Σ_i m_i P(F_i + a_i u + b_i v > φ) (:func:`_above`, one pass without temporaries)."""
+    total = 0.0
+    for i in range(F.shape[0]):
+        x = phi - F[i]
+        ai = a[i]
+        bi = b[i]
+        ab = ai + bi
+        if x >= ab:
+            continue
+        if x < -ab:
+            total += m[i]
+            continue
+        if x <= bi - ai:
+            below = (x + ab) * (x + ab) / (8.0 * ai * bi)
+        elif x <= ai - bi:
+            below = (x + ai) / (2.0 * ai)
+        else:
+            below = 1.0 - (ab - x) * (ab - x) / (8.0 * ai * bi)
+        total += m[i] * (1.0 - min(max(below, 0.0), 1.0))
+    return total
+
+
+if numba is not None:
+    _mass_above = numba.njit(cache=True, nogil=True)(_mass_above_py)
+else:  # pragma: no cover - exercised only without numba
+    def _mass_above(phi, F, a, b, m):
+        return float(m @ _above(phi - F, a, b))
