@@ -130,8 +130,8 @@ class TruncationMap:
     linear, F_c + Σ_k s_k u_k with u_k ∈ [−1, 1] and s_k = |F_{k+1} − F_{k−1}|/4 the half
     variation of F across the cell along axis k (one-sided at the ends), so the part of a cell
     above a level φ is the distribution function of a sum of uniforms (for more than two axes
-    the smaller variations are merged into one). The level is found by bisection so that each
-    set holds exactly mass q; cells tied at it (F constant) are taken fractionally. Taking
+    the smaller variations are merged into one). The level is found by regula falsi so that
+    each set holds exactly mass q; cells tied at it (F constant) are taken fractionally. Taking
     whole cells by their centre values instead would misplace every boundary of the set but
     one by up to half a cell: an O(Δ) error, irregular in the grid, wherever F has an interior
     maximum or varies along several axes.
