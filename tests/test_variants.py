@@ -211,3 +211,56 @@ def test_periodic_theta_von_mises_effective_fitness():
 def test_variant_bad_input(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+def test_truncation_map_one_axis_with_the_level_on_a_cell_face():
+    """Uniform mass, F = h on 64 cells, q = 1/4: the level falls on a face, where the
+    one-axis CDF (b = 0) used to divide 0 by 0 (ZeroDivisionError under numba). Exactly the
+    16 lowest and 16 highest cells form the sets."""
+    n, q = 64, 0.25
+    h = (np.arange(n) + 0.5) / n
+    f = np.full(n, 1.0 / n)
+    M = TruncationMap(h, q, "both")
+    out = M(f)
+    assert np.allclose(M.last_moved, (q, q), rtol=1e-12)
+    want = f.copy()
+    want[:16] = 0.0
+    want[-16:] *= 2.0
+    np.testing.assert_allclose(out, want, atol=1e-13)
+
+
+def test_truncation_map_three_axes_is_monotone_in_the_fitness():
+    """F = x + 0.93 y + 1.11 z on a uniform 12³ grid with uniform mass: every cell has the
+    same variations (the largest 1.11Δ/2, the merged rest 1.93Δ/2), so the part of a cell in
+    the top set must increase with the cell's centre value. (With the merged rest larger than
+    the largest variation the two-uniform CDF was wrong and not monotone.)"""
+    n, q = 12, 0.2
+    c = (np.arange(n) + 0.5) / n
+    X = np.meshgrid(c, c, c, indexing="ij")
+    F = X[0] + 0.93 * X[1] + 1.11 * X[2]
+    f = np.full(F.shape, 1.0 / F.size)
+    M = TruncationMap(F, q, "both")
+    for top in (True, False):
+        chi = M._fractional_set(f, q, top).ravel()
+        order = np.argsort(F.ravel() if top else -F.ravel(), kind="stable")
+        assert np.all(np.diff(chi[order]) >= -1e-12)
+        assert (chi * f.ravel()).sum() == pytest.approx(q, rel=1e-12)
+
+
+@pytest.mark.parametrize("where", ["bottom", "top"])
+def test_truncation_map_with_infinite_fitness_at_the_level(where):
+    """The level on cells of infinite F (−inf holding more than q of the mass at the bottom,
+    +inf at the top): those cells are tied and taken by a common fraction; both sets hold
+    exactly q and the mass is conserved (the bracket φ₀ ± R was nan)."""
+    x = np.linspace(-1, 1, 21)
+    f = np.exp(-x ** 2)
+    f /= f.sum()
+    F = x.copy()
+    if where == "bottom":
+        F[:8] = -np.inf
+    else:
+        F[15:] = np.inf
+    M = TruncationMap(F, 0.2, "both")
+    out = M(f)
+    assert np.allclose(M.last_moved, (0.2, 0.2), rtol=1e-12)
+    assert out.sum() == pytest.approx(1.0, rel=1e-14) and out.min() >= 0

@@ -160,9 +160,19 @@ class TruncationMap:
         cum = np.cumsum(masses[order])
         k = min(int(np.searchsorted(cum, target * (1 - 1e-14))), masses.size - 1)
         phi0 = F[order[k]]
+        live = masses > 0
+        if not np.isfinite(phi0):
+            # the level sits on cells of infinite F (no bracket around ±inf): those tied at it
+            # are taken by a common fraction, the cells beyond it whole
+            chi = np.zeros(masses.size)
+            strict, tied = live & (F > phi0), live & (F == phi0)
+            chi[strict] = 1.0
+            m_tied = float(masses[tied].sum())
+            if m_tied > 0:
+                chi[tied] = min(max((target - float(masses[strict].sum())) / m_tied, 0.0), 1.0)
+            return chi.reshape(f.shape)
         a, b = self._a, self._b
         reach = a + b
-        live = masses > 0
         R = float(reach[live].max()) if live.any() else 0.0
         lo, hi = phi0 - R, phi0 + R
         lo -= 1e-12 * max(1.0, abs(lo))
@@ -184,8 +194,11 @@ class TruncationMap:
         s_lo, s_hi = excess(lo), excess(hi)
         side = 0
         tol = 1e-15 * max(target, 1e-300)
-        for it in range(100):
-            if s_lo <= tol or -s_hi <= tol or not hi - lo > 1e-15 * max(abs(lo), abs(hi)):
+        # (R = 0: every cell a step, the level is phi0 and the tie below resolves it; the width
+        # is also measured against R, so that a level at a step at 0 does not run 100 steps)
+        width = 1e-15 * R
+        for it in range(100 if R > 0 else 0):
+            if s_lo <= tol or -s_hi <= tol or not hi - lo > 1e-15 * max(abs(lo), abs(hi)) + width:
                 break
             mid = hi - s_hi * (hi - lo) / (s_hi - s_lo) if it % 4 != 3 else 0.5 * (lo + hi)
             if not lo < mid < hi:
@@ -242,7 +255,10 @@ def _half_variations(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not parts:
         return np.zeros(F.size), np.zeros(F.size)
     s = np.sort(np.stack(parts), axis=0)
-    return s[-1].copy(), s[:-1].sum(axis=0)
+    a, b = s[-1], s[:-1].sum(axis=0)
+    # with three or more axes the merged rest can exceed the largest: :func:`_above` needs
+    # a ≥ b (its CDF is wrong, and not monotone, otherwise)
+    return np.maximum(a, b), np.minimum(a, b)
 
 
 def _above(s: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -276,12 +292,15 @@ def _mass_above_py(phi, F, a, b, m):
         if x < -ab:
             total += m[i]
             continue
-        if x <= bi - ai:
-            below = (x + ab) * (x + ab) / (8.0 * ai * bi)
-        elif x <= ai - bi:
+        # here ab > 0, so ai > 0 (ai ≥ bi); with bi = 0 (one axis, or F flat along the
+        # others) the trapezoid is a rectangle: no quadratic pieces, and no 0/0 at x = −ai
+        den = 8.0 * ai * bi
+        if den > 0.0 and x <= bi - ai:
+            below = (x + ab) * (x + ab) / den
+        elif den <= 0.0 or x <= ai - bi:
             below = (x + ai) / (2.0 * ai)
         else:
-            below = 1.0 - (ab - x) * (ab - x) / (8.0 * ai * bi)
+            below = 1.0 - (ab - x) * (ab - x) / den
         total += m[i] * (1.0 - min(max(below, 0.0), 1.0))
     return total
 
