@@ -264,3 +264,24 @@ def test_truncation_map_with_infinite_fitness_at_the_level(where):
     out = M(f)
     assert np.allclose(M.last_moved, (0.2, 0.2), rtol=1e-12)
     assert out.sum() == pytest.approx(1.0, rel=1e-14) and out.min() >= 0
+
+
+def test_truncation_map_three_axes_matches_the_volume_above_a_plane():
+    """F = x + y + z on 12³ uniform cells of the unit cube with uniform mass: the top set is
+    the corner above the plane x + y + z = 3 − (6q)^{1/3}, and each cell's part in it is the
+    volume of the cell above the plane (by sub-sampling the cells it crosses). With the two
+    smaller variations merged into one uniform of their summed width the cells' parts were
+    3.4 % of q off in L1; merged by variance, 0.3 %."""
+    n, q, k = 12, 0.2, 24
+    c = (np.arange(n) + 0.5) / n
+    X = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1)
+    F = X.sum(axis=-1)
+    f = np.full(F.shape, 1.0 / F.size)
+    chi = TruncationMap(F, q, "both")._fractional_set(f, q, True)
+    level = 3.0 - (6.0 * q) ** (1.0 / 3.0)
+    exact = (F > level).astype(float)
+    crossed = np.abs(F - level) < 1.5 / n
+    u = ((np.arange(k) + 0.5) / k - 0.5) / n
+    offsets = np.stack(np.meshgrid(u, u, u, indexing="ij"), axis=-1).reshape(-1, 3).sum(axis=1)
+    exact[crossed] = (F[crossed][:, None] + offsets[None] > level).mean(axis=1)
+    assert np.abs((chi - exact) * f).sum() / q < 0.01

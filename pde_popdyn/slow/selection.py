@@ -130,11 +130,11 @@ class TruncationMap:
     linear, F_c + Σ_k s_k u_k with u_k ∈ [−1, 1] and s_k = |F_{k+1} − F_{k−1}|/4 the half
     variation of F across the cell along axis k (one-sided at the ends), so the part of a cell
     above a level φ is the distribution function of a sum of uniforms (for more than two axes
-    the smaller variations are merged into one). The level is found by regula falsi so that
-    each set holds exactly mass q; cells tied at it (F constant) are taken fractionally. Taking
-    whole cells by their centre values instead would misplace every boundary of the set but
-    one by up to half a cell: an O(Δ) error, irregular in the grid, wherever F has an interior
-    maximum or varies along several axes.
+    the smaller variations are merged into one uniform of the same variance, √(Σ s_k²)). The
+    level is found by regula falsi so that each set holds exactly mass q; cells tied at it (F
+    constant) are taken fractionally. Taking whole cells by their centre values instead would
+    misplace every boundary of the set but one by up to half a cell: an O(Δ) error, irregular
+    in the grid, wherever F has an interior maximum or varies along several axes.
     """
 
     def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None,
@@ -243,8 +243,9 @@ class TruncationMap:
 
 
 def _half_variations(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b), flattened: the largest half variation of F across each cell over the axes, and
-    the sum of the others (:class:`TruncationMap`); 0 where F is not finite nearby."""
+    """(a, b), flattened, a ≥ b: the largest half variation of F across each cell over the
+    axes, and the others merged into one (:class:`TruncationMap`); 0 where F is not finite
+    nearby."""
     F = np.asarray(F, dtype=float)
     parts = []
     for ax in range(F.ndim):
@@ -255,9 +256,10 @@ def _half_variations(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not parts:
         return np.zeros(F.size), np.zeros(F.size)
     s = np.sort(np.stack(parts), axis=0)
-    a, b = s[-1], s[:-1].sum(axis=0)
-    # with three or more axes the merged rest can exceed the largest: :func:`_above` needs
-    # a ≥ b (its CDF is wrong, and not monotone, otherwise)
+    # the rest merged into one uniform of the same variance, √(Σ s_k²) (the sum Σ s_k keeps the
+    # range but not the law, an O(1) error in every boundary cell: first order with 3 axes);
+    # it can exceed the largest, and :func:`_above` needs a ≥ b
+    a, b = s[-1], np.sqrt((s[:-1] ** 2).sum(axis=0))
     return np.maximum(a, b), np.minimum(a, b)
 
 
