@@ -260,7 +260,7 @@ def test_truncation_map_resolves_both_boundaries_of_an_interior_maximum():
     """Top and bottom fractions q = 0.2 of N(0.3, 0.6²) ranked by F = −(h − 0.1)² (the top
     set an interval, the bottom set two tails), on grids of 40 … 640 cells of a box that no
     boundary is aligned with: the mean of M[ρ] converges to the exact value at second order,
-    halving the error with every refinement by more than 2.5. (Whole cells taken by their
+    dividing the error by more than 2.5 at every refinement. (Whole cells taken by their
     centre values misplace one boundary of each set by up to half a cell: first order.)"""
     from scipy.optimize import brentq
     from scipy.stats import norm
