@@ -343,3 +343,13 @@ def test_affine_center_declaration():
                      quadratic=(GP.K, lambda h: GP.a * h + GP.b))
     ens = simulate_particles(plain, 2000, gaussian_init(GP), 0.2, 0.05, seed=1)
     assert ens.info["fused_pass"] == "two passes around the callables"
+
+
+def test_a_quadratic_centre_of_the_wrong_shape_is_named_in_the_error():
+    """A centre c(h) of shape (N, 3) for θ ∈ R¹ would be read past its values by the kernels:
+    the fused step refuses it and says which shapes it takes."""
+    model = pp.Model(lambda th, h: 0.5 * th ** 2, None, temperature=0.1, eps=0.1,
+                     quadratic=(1.0, lambda h: np.zeros((np.shape(h)[0], 3))))
+    with pytest.raises(ValueError, match=r"quadratic centre has shape \(100, 3\)"):
+        simulate_particles(model, 100, (np.zeros(100), np.zeros(100)), 0.1, 0.05, seed=0,
+                           engine="fused", check=False)

@@ -146,7 +146,6 @@ class TruncationMap:
         self.copy = copy
         self.kernel = kernel
         self._order = np.argsort(self.fitness, axis=None, kind="stable")
-        self._sorted = self.fitness.ravel()[self._order]
         self._a, self._b = _half_variations(self.fitness)
 
     def _fractional_set(self, f: np.ndarray, target: float, top: bool) -> np.ndarray:
