@@ -77,7 +77,7 @@ REPLICATOR = dict(K=1.0, a=1.0, b=0.0, T=0.05, kappa=1.0, D=0.01, Q=[[2.0, 0.0],
                   zstar=(0.5, -0.3), mean0=(-0.5, 0.6), cov0=[[0.04, 0.0], [0.0, 0.04]],
                   theta_box=(-2.5, 2.5), h_box=(-2.5, 2.5))
 JUMP = dict(K=1.0, T=0.05, c=1.0, theta_star=0.0, alpha=2.0, sigma=0.1, lam=1.0)
-CONFIG = {"full": {"n": 64, "n_jump": 48, "sigma_grids": (32, 64, 128, 256), "repeats": 5,
+CONFIG = {"full": {"n": 64, "n_jump": 48, "sigma_grids": (32, 64, 128, 256), "repeats": 9,
                    "cost_eps": EPS, "t_stationary": 60.0, "conv_eps": (1e-1, 1e-3, 1e-6),
                    "starts": ("prepared", "off_manifold"), "plane_eps": EPS,
                    "cost_split": True},

@@ -252,10 +252,11 @@ def test_phi_partial_fractions_are_uniformly_accurate():
     assert np.max(np.abs(approx - phi) / phi) < 5e-3
 
 
-def test_shifted_tridiagonal_solves_match_dense_ones():
+@pytest.mark.parametrize("ncol", [3, 37])     # 37: the compiled loops' vector body and tail
+def test_shifted_tridiagonal_solves_match_dense_ones(ncol):
     from pde_popdyn.fast._column_kernels import shifted_solves
     rng = np.random.default_rng(3)
-    ncol, n = 3, 7
+    n = 7
     sub, sup = -rng.uniform(0.5, 2, (ncol, n - 1)), -rng.uniform(0.5, 2, (ncol, n - 1))
     diag = 5.0 + rng.uniform(0, 1, (ncol, n))
     shifts = np.array([[1.0, 0.7], [4.0, -0.3]])

@@ -152,6 +152,37 @@ def test_perron_vectors_have_relative_accuracy_in_the_tails():
     np.testing.assert_allclose(rate + gen.dmax, fbar, rtol=1e-4)
 
 
+@pytest.mark.parametrize("loss", ["quadratic", "double well"])
+def test_gap_bound_is_an_upper_bound_of_the_gap(loss):
+    """ColumnGenerator.gap_bound (a two-vector Ritz bound) is never below the gap from the
+    bisection, for any diagonal d, and is tight where the first mode is linear (quadratic loss,
+    d = 0)."""
+    grid = pp.Grid(theta=(-3, 3, 40), h=(-1, 1, 7))
+    L = ((lambda th, h: 0.5 * (th - h) ** 2) if loss == "quadratic"
+         else (lambda th, h: (th ** 2 - 1) ** 2 + 0.3 * h * th))
+    rng = np.random.default_rng(1)
+    for eps in (1.0, 1e-3):
+        model = pp.Model(loss=L, fitness=lambda th, h: -th ** 2, temperature=0.1, eps=eps)
+        op = SGOperator.from_model(model, grid)
+        for scale in (0.0, 1.0, 30.0):
+            gen = ColumnGenerator(op, scale * rng.normal(size=op.phi.shape))
+            gap, bound = gen.gap(), gen.gap_bound()
+            assert np.all(bound >= gap * (1 - 1e-9))
+            if loss == "quadratic" and scale == 0.0:
+                assert np.all(bound <= gap * (1 + 1e-3))
+
+
+def test_the_eigenvalue_bisection_is_skipped_where_no_column_can_be_projected():
+    """At intermediate ε the gap bound shows τ·gap ≪ 37 on every column: the propagator
+    does not run the two-eigenvalue bisection (only λ₀'s), and still projects at small ε."""
+    for eps, projected in ((1e-2, False), (1e-7, True)):
+        op, F, _ = case(eps)
+        gen = ColumnGenerator(op, 2.0 * F)
+        prop = ColumnPropagator(gen, 0.01)
+        assert (gen._gap is not None) == projected
+        assert (prop.summary["projection"] > 0) == projected
+
+
 def test_kernels_against_numpy():
     rng = np.random.default_rng(0)
     up, down = rng.random((3, 9)) + 0.1, rng.random((3, 9)) + 0.1
@@ -187,10 +218,11 @@ def test_rational_nodes_approximate_exp_on_the_half_line():
     assert err <= delta * 1.05 and delta < 1e-13
 
 
-def test_rational_factors_solve_the_shifted_systems():
+@pytest.mark.parametrize("m", [4, 37])     # 37: the compiled loops' vector body and tail
+def test_rational_factors_solve_the_shifted_systems(m):
     from pde_popdyn.fast._column_kernels import RationalFactors
     rng = np.random.default_rng(0)
-    n, m = 9, 4
+    n = 9
     up, down = rng.random((n - 1, m)), rng.random((n - 1, m))
     diag = -(np.r_[up, np.zeros((1, m))] + np.r_[np.zeros((1, m)), down]) - rng.random((n, m))
     shifts = np.array([[1.0 + 2.0j] * m, [0.5 - 0.1j] * m, [3.0 + 0j] * m])
@@ -312,3 +344,44 @@ def test_rational_branch_metastable_columns_use_a_kept_dense_propagator():
     E, _ = reference(op, None, 0.01)
     ref = np.einsum("jil,lj->ij", E, f)
     assert np.abs(out - ref).max() <= 1e-9 * ref.max()
+
+
+def test_compiled_column_kernels_match_their_python_sources():
+    """The rational branch's kernels (apply, input split, finish) and the initial layer's
+    shifted solves, compiled and as plain Python, on the same data: identical results."""
+    from pde_popdyn.fast import _column_kernels as K
+    if not K.HAVE_NUMBA:
+        pytest.skip("numba is not installed: only the Python kernels exist")
+    rng = np.random.default_rng(5)
+    n, m, k = 11, 6, 3
+    sub, sup = rng.random((n - 1, m)), rng.random((n - 1, m))
+    diag = -(np.r_[sub, np.zeros((1, m))] + np.r_[np.zeros((1, m)), sup]) - rng.random((n, m))
+    shifts = rng.normal(size=(k, m)) + 1j * rng.uniform(1, 3, (k, m))
+    iv = [np.zeros((k, n, m)) for _ in range(2)]
+    K._rational_factor_nb(sub, sup, diag, shifts.real.copy(), shifts.imag.copy(), *iv)
+    gr, gi, x = rng.normal(size=k), rng.normal(size=k), rng.random((n, m))
+    outs = []
+    for f in (K._rational_apply_nb, K._rational_apply_py):
+        out = np.ones((n, m))
+        f(sub, sup, *iv, gr, gi, x, out)
+        outs.append(out)
+    np.testing.assert_array_equal(*outs)
+    pi = rng.random((n, m))
+    pi /= pi.sum(axis=0)
+    args = (x - 0.3 * pi, pi, K.inverse_gibbs(pi), rng.random(m) < 0.5, rng.random(m) + 0.5,
+            float(m), 1e-3, 1e-2, np.stack([np.full(m, 1e-3), np.ones(m)]), 1e-3)
+    split = [f(*args) for f in (K._rational_split_nb, K._rational_split_py)]
+    for a, b in zip(*split):
+        np.testing.assert_array_equal(a, b)
+    y, z, base, zm, ok, scale, _ = split[0]
+    fin = []
+    for f in (K._rational_finish_nb, K._rational_finish_py):
+        res = np.zeros(2)
+        fin.append((f(x - 0.5, pi, z, base, zm, ok, args[3], args[4], np.ones(m), scale, 1e-2,
+                      res), res))
+    np.testing.assert_array_equal(fin[0][0][:, ok], fin[1][0][:, ok])
+    assert ok.any()
+    np.testing.assert_array_equal(fin[0][1], fin[1][1])
+    sh = np.array([[1.0, 0.7], [4.0, -0.3]])
+    np.testing.assert_array_equal(K._shifted_solve_nb(sub, sup, -diag, sh, x),
+                                  K._shifted_solve_py(sub, sup, -diag, sh, x))

@@ -147,8 +147,10 @@ class ColumnPropagator:
         gen, tau, cols = self.gen, self.tau, self.cols
         n = gen.n
         ctau = gen.c[cols] * tau
-        # the gap is at most 2c: skip the eigenvalues when no column can be near rank one
-        self._stiff = 4.0 * float(ctau.max()) >= 30.0
+        # the gap is at most 2c, and at most gen.gap_bound(): skip the eigenvalues when no
+        # column can be near rank one (τ·gap ≥ 37 here, 2τ·gap ≥ 30 in the dense squaring)
+        self._stiff = (4.0 * float(ctau.max()) >= 30.0
+                       and bool((tau * gen.gap_bound()[cols] >= 15.0).any()))
         self.gap = gen.gap()[cols] if self._stiff else np.zeros(cols.size)
         if project and not (self.lam is not None and gen.periodic):   # resolvent: no wrap
             span = np.minimum(np.ptp(gen.op.phi[:, cols], axis=0), 2 * _PHI_STEP_MAX)

@@ -107,8 +107,8 @@ class RationalColumns:
             x, self.pi, self.ipi, self.flat, self._gout[k - 1], self.ncol_total, self.delta,
             self.TOL, self._tt[k - 1], self.r_inf)          # out = r_∞ y
         self.factors[k - 1].apply(y, out)
-        clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh, scale,
-                                        self.TOL)
+        out, clipped, tail = rational_finish(out, self.pi, z, base, zm, ok, self.flat, g, sh,
+                                             scale, self.TOL)
         self.tail_mass += tail
         return out, ok, clipped
 
