@@ -68,7 +68,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fast._column_kernels import gth_solve, shifted_solves
+from .fast._column_kernels import gth_solve
+from .fast._tridiag_kernels import shifted_solves
 from .fast._uniformised import Uniformised
 from .fast.columns import ColumnGenerator, ColumnPropagator
 from .fast.spectral import SpectralColumnPropagator

@@ -254,7 +254,7 @@ def test_phi_partial_fractions_are_uniformly_accurate():
 
 @pytest.mark.parametrize("ncol", [3, 37])     # 37: the compiled loops' vector body and tail
 def test_shifted_tridiagonal_solves_match_dense_ones(ncol):
-    from pde_popdyn.fast._column_kernels import shifted_solves
+    from pde_popdyn.fast._tridiag_kernels import shifted_solves
     rng = np.random.default_rng(3)
     n = 7
     sub, sup = -rng.uniform(0.5, 2, (ncol, n - 1)), -rng.uniform(0.5, 2, (ncol, n - 1))

@@ -220,7 +220,7 @@ def test_rational_nodes_approximate_exp_on_the_half_line():
 
 @pytest.mark.parametrize("m", [4, 37])     # 37: the compiled loops' vector body and tail
 def test_rational_factors_solve_the_shifted_systems(m):
-    from pde_popdyn.fast._column_kernels import RationalFactors
+    from pde_popdyn.fast._tridiag_kernels import RationalFactors
     rng = np.random.default_rng(0)
     n = 9
     up, down = rng.random((n - 1, m)), rng.random((n - 1, m))
@@ -349,7 +349,7 @@ def test_rational_branch_metastable_columns_use_a_kept_dense_propagator():
 def test_compiled_column_kernels_match_their_python_sources():
     """The rational branch's kernels (apply, input split, finish) and the initial layer's
     shifted solves, compiled and as plain Python, on the same data: identical results."""
-    from pde_popdyn.fast import _column_kernels as K
+    from pde_popdyn.fast import _tridiag_kernels as K
     if not K.HAVE_NUMBA:
         pytest.skip("numba is not installed: only the Python kernels exist")
     rng = np.random.default_rng(5)

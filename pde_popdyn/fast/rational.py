@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._column_kernels import RationalFactors, inverse_gibbs, rational_finish, rational_split_into
+from ._tridiag_kernels import RationalFactors, inverse_gibbs, rational_finish, rational_split_into
 
 #: r(s) = R_INF + 2 Re Σ_k RESIDUES[k] / (s − POLES[k]), poles in the upper half plane
 R_INF = 1.851759251130545e-14
