@@ -285,3 +285,29 @@ def test_truncation_map_three_axes_matches_the_volume_above_a_plane():
     offsets = np.stack(np.meshgrid(u, u, u, indexing="ij"), axis=-1).reshape(-1, 3).sum(axis=1)
     exact[crossed] = (F[crossed][:, None] + offsets[None] > level).mean(axis=1)
     assert np.abs((chi - exact) * f).sum() / q < 0.01
+
+
+def test_truncation_map_refuses_a_nan_fitness():
+    F = np.linspace(0, 1, 10)
+    F[3] = np.nan
+    with pytest.raises(ValueError, match="fitness is NaN on 1 of 10 cells"):
+        TruncationMap(F, 0.2, "both")
+
+
+def test_truncation_map_with_one_steep_cell_narrows_its_band(monkeypatch):
+    """F = e^{6h} on 256²: the first bracket is as wide as the steepest cell (where F varies
+    ~50× faster than at the level), so most cells straddle it. The band shrinks with the
+    bracket; the sets must still hold exactly q each and agree with those found by a band
+    that never shrinks."""
+    n, q = 256, 0.25
+    th, h = np.linspace(-3, 3, n), np.linspace(-1, 1, n)
+    T, H = np.meshgrid(th, h, indexing="ij")
+    f = np.exp(-((T - 0.2) ** 2 + (H - 0.1) ** 2) / 0.3)
+    f /= f.sum()
+    M = TruncationMap(np.exp(6 * H), q, "both")
+    chis = [M._fractional_set(f, q, top) for top in (True, False)]
+    monkeypatch.setattr(TruncationMap, "_NARROW_ABOVE", 10 ** 12)
+    for top, chi in zip((True, False), chis):
+        assert (chi * f).sum() == pytest.approx(q, rel=1e-12)
+        wide = M._fractional_set(f, q, top)
+        assert np.abs((chi - wide) * f).sum() < 1e-13

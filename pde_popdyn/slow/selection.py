@@ -137,11 +137,19 @@ class TruncationMap:
     in the grid, wherever F has an interior maximum or varies along several axes.
     """
 
+    #: the band of cells straddling the bracket is narrowed with it once it has more cells
+    _NARROW_ABOVE = 256
+
     def __init__(self, fitness: np.ndarray, fraction: float, copy: str, kernel=None,
                  h_ndim: int = 1, ledger: ClipLedger | None = None):
         self.ledger = ledger if ledger is not None else ClipLedger()
         self.h_ndim = h_ndim
         self.fitness = np.asarray(fitness, dtype=float)
+        bad = int(np.isnan(self.fitness).sum())
+        if bad:
+            raise ValueError(f"TruncationMap: the fitness is NaN on {bad} of "
+                             f"{self.fitness.size} cells; give every cell a number (-inf for "
+                             f"cells that must never rank in the top set)")
         self.q = float(fraction)
         self.copy = copy
         self.kernel = kernel
@@ -160,41 +168,54 @@ class TruncationMap:
         k = min(int(np.searchsorted(cum, target * (1 - 1e-14))), masses.size - 1)
         phi0 = F[order[k]]
         live = masses > 0
-        if not np.isfinite(phi0):
-            # the level sits on cells of infinite F (no bracket around ±inf): those tied at it
-            # are taken by a common fraction, the cells beyond it whole
-            chi = np.zeros(masses.size)
-            strict, tied = live & (F > phi0), live & (F == phi0)
-            chi[strict] = 1.0
-            m_tied = float(masses[tied].sum())
-            if m_tied > 0:
-                chi[tied] = min(max((target - float(masses[strict].sum())) / m_tied, 0.0), 1.0)
-            return chi.reshape(f.shape)
         a, b = self._a, self._b
         reach = a + b
-        R = float(reach[live].max()) if live.any() else 0.0
-        lo, hi = phi0 - R, phi0 + R
-        lo -= 1e-12 * max(1.0, abs(lo))
-        hi += 1e-12 * max(1.0, abs(hi))
-        # cells wholly above the bracket are in, wholly below it out; the band is resolved
-        sure = live & (F - reach >= hi)
-        band = np.flatnonzero(live & ~sure & (F + reach > lo))
+        chi = np.zeros(masses.size)
+        if np.isfinite(phi0):
+            R = float(reach[live].max()) if live.any() else 0.0
+            lo, hi = phi0 - R, phi0 + R
+            lo -= 1e-12 * max(1.0, abs(lo))
+            hi += 1e-12 * max(1.0, abs(hi))
+            # cells wholly above the bracket are in, wholly below it out; the band is resolved
+            sure = live & (F - reach >= hi)
+            band = np.flatnonzero(live & ~sure & (F + reach > lo))
+            lo, hi, sure, band = self._level(F, masses, reach, sure, band, lo, hi, R, target)
+            chi_hi, chi_lo = (_above(phi, F[band], a[band], b[band]) for phi in (hi, lo))
+        else:
+            # the level sits on cells of infinite F (no bracket around ±inf): those tied at it
+            # are the band, taken by the common fraction below, the cells beyond it whole
+            sure = live & (F > phi0)
+            band = np.flatnonzero(live & (F == phi0))
+            chi_hi, chi_lo = np.zeros(band.size), np.ones(band.size)
+        # the set between the bracket's ends: S(hi) ≤ target ≤ S(lo), interpolated (a cell
+        # tied at the level, F constant across it, is taken by this common fraction)
         m_sure = float(masses[sure].sum())
-        Fb, ab, bb, mb = F[band], a[band], b[band], masses[band]
+        mb = masses[band]
+        short = target - m_sure - float(mb @ chi_hi)
+        gap = float(mb @ (chi_lo - chi_hi))
+        t = min(max(short / gap, 0.0), 1.0) if gap > 0 else 0.0
+        chi[sure] = 1.0
+        chi[band] = chi_hi + t * (chi_lo - chi_hi)
+        return chi.reshape(f.shape)
 
-        def above(phi):
-            return _above(phi - Fb, ab, bb)
+    def _level(self, F, masses, reach, sure, band, lo, hi, R, target):
+        """Narrow [lo, hi] around the level φ with S(φ) = target, S(φ) the mass above φ:
+        regula falsi with the Illinois halving and a bisection step every fourth; the band of
+        cells straddling the bracket shrinks with it (those now wholly above it join ``sure``),
+        so a wide first bracket (one steep cell) costs a few passes over the grid, not one
+        per step. Returns (lo, hi, sure, band)."""
+        a, b = self._a, self._b
+        m_sure = float(masses[sure].sum())
+        Fb, ab, bb, mb, rb = F[band], a[band], b[band], masses[band], reach[band]
 
         def excess(phi):                        # S(φ) − target
             return m_sure + _mass_above(float(phi), Fb, ab, bb, mb) - target
 
-        # S(φ) = m_sure + Σ m χ(φ) falls from S(lo) ≥ target to S(hi) < target; regula falsi
-        # with the Illinois halving, and a bisection step where it stalls
         s_lo, s_hi = excess(lo), excess(hi)
         side = 0
         tol = 1e-15 * max(target, 1e-300)
-        # (R = 0: every cell a step, the level is phi0 and the tie below resolves it; the width
-        # is also measured against R, so that a level at a step at 0 does not run 100 steps)
+        # (R = 0: every cell a step, the level is phi0 and the tie resolves it; the width is
+        # also measured against R, so that a level at a step at 0 does not run 100 steps)
         width = 1e-15 * R
         for it in range(100 if R > 0 else 0):
             if s_lo <= tol or -s_hi <= tol or not hi - lo > 1e-15 * max(abs(lo), abs(hi)) + width:
@@ -213,14 +234,16 @@ class TruncationMap:
                 if side == 1:
                     s_lo *= 0.5
                 side = 1
-        chi_hi, chi_lo = above(hi), above(lo)
-        short = target - m_sure - float(mb @ chi_hi)
-        gap = float(mb @ (chi_lo - chi_hi))
-        t = min(max(short / gap, 0.0), 1.0) if gap > 0 else 0.0
-        chi = np.zeros(masses.size)
-        chi[sure] = 1.0
-        chi[band] = chi_hi + t * (chi_lo - chi_hi)
-        return chi.reshape(f.shape)
+            if it % 4 == 1 and band.size > self._NARROW_ABOVE:
+                keep = Fb + rb > lo
+                up = keep & (Fb - rb >= hi)
+                keep &= ~up
+                if not keep.all():
+                    sure = sure.copy()
+                    sure[band[up]] = True
+                    m_sure += float(mb[up].sum())
+                    band, Fb, ab, bb, mb, rb = (x[keep] for x in (band, Fb, ab, bb, mb, rb))
+        return lo, hi, sure, band
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
         mass = f.sum()
@@ -257,57 +280,56 @@ def _half_variations(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.sort(np.stack(parts), axis=0)
     # the rest merged into one uniform of the same variance, √(Σ s_k²) (the sum Σ s_k keeps the
     # range but not the law, an O(1) error in every boundary cell: first order with 3 axes);
-    # it can exceed the largest, and :func:`_above` needs a ≥ b
+    # it can exceed the largest, and :func:`_cell_above_py` needs a ≥ b
     a, b = s[-1], np.sqrt((s[:-1] ** 2).sum(axis=0))
     return np.maximum(a, b), np.minimum(a, b)
 
 
-def _above(s: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """P(a u + b v > s) for u, v uniform on [−1, 1] and a ≥ b ≥ 0 (for a = 0: 1 if s < 0,
-    else 0): the part of a cell above a level s above its centre value, F − F_c = a u + b v
-    inside it."""
+def _cell_above_py(x, a, b):
+    """P(a u + b v > x) for u, v uniform on [−1, 1] and a ≥ b ≥ 0 (for a = 0: 1 if x < 0,
+    else 0): the part of a cell above a level x above its centre value, F − F_c = a u + b v
+    inside it. The law of a u + b v is a trapezoid on [−(a+b), a+b]: quadratic pieces on
+    [−(a+b), −(a−b)] and [a−b, a+b], linear in between."""
     ab = a + b
-    den2 = np.where(a * b > 0, 8 * a * b, 1.0)
-    den1 = np.where(a > 0, 2 * a, 1.0)
-    lower = (s + ab) ** 2 / den2                 # P(below) on [−(a+b), −(a−b)]
-    middle = (s + a) / den1                      # on [−(a−b), a−b]
-    upper = 1 - (ab - s) ** 2 / den2             # on [a−b, a+b]
-    below = np.where(s <= -ab, 0.0,
-                     np.where(s <= b - a, lower,
-                              np.where(s <= a - b, middle,
-                                       np.where(s < ab, upper, 1.0))))
-    below = np.where(a > 0, np.clip(below, 0.0, 1.0), (s >= 0).astype(float))
-    return 1.0 - below
+    if x >= ab:
+        return 0.0
+    if x < -ab:
+        return 1.0
+    # here ab > 0, so a > 0 (a ≥ b); with b = 0 (one axis, or F flat along the others) the
+    # trapezoid is a rectangle: no quadratic pieces, and no 0/0 at x = −a
+    den = 8.0 * a * b
+    if den > 0.0 and x <= b - a:
+        below = (x + ab) * (x + ab) / den
+    elif den <= 0.0 or x <= a - b:
+        below = (x + a) / (2.0 * a)
+    else:
+        below = 1.0 - (ab - x) * (ab - x) / den
+    return 1.0 - min(max(below, 0.0), 1.0)
 
 
 def _mass_above_py(phi, F, a, b, m):
-    """Σ_i m_i P(F_i + a_i u + b_i v > φ) (:func:`_above`, one pass without temporaries)."""
+    """Σ_i m_i P(F_i + a_i u + b_i v > φ) (:func:`_cell_above_py` per cell, one pass)."""
     total = 0.0
     for i in range(F.shape[0]):
-        x = phi - F[i]
-        ai = a[i]
-        bi = b[i]
-        ab = ai + bi
-        if x >= ab:
-            continue
-        if x < -ab:
-            total += m[i]
-            continue
-        # here ab > 0, so ai > 0 (ai ≥ bi); with bi = 0 (one axis, or F flat along the
-        # others) the trapezoid is a rectangle: no quadratic pieces, and no 0/0 at x = −ai
-        den = 8.0 * ai * bi
-        if den > 0.0 and x <= bi - ai:
-            below = (x + ab) * (x + ab) / den
-        elif den <= 0.0 or x <= ai - bi:
-            below = (x + ai) / (2.0 * ai)
-        else:
-            below = 1.0 - (ab - x) * (ab - x) / den
-        total += m[i] * (1.0 - min(max(below, 0.0), 1.0))
+        total += m[i] * _cell_above(phi - F[i], a[i], b[i])
     return total
 
 
+def _above_py(phi, F, a, b, out):
+    """out_i = P(F_i + a_i u + b_i v > φ) (:func:`_cell_above_py` per cell)."""
+    for i in range(F.shape[0]):
+        out[i] = _cell_above(phi - F[i], a[i], b[i])
+    return out
+
+
 if numba is not None:
+    _cell_above = numba.njit(cache=True, nogil=True, inline="always")(_cell_above_py)
     _mass_above = numba.njit(cache=True, nogil=True)(_mass_above_py)
+    _above_nb = numba.njit(cache=True, nogil=True)(_above_py)
 else:  # pragma: no cover - exercised only without numba
-    def _mass_above(phi, F, a, b, m):
-        return float(m @ _above(phi - F, a, b))
+    _cell_above, _mass_above, _above_nb = _cell_above_py, _mass_above_py, _above_py
+
+
+def _above(phi: float, F: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """P(F_i + a_i u + b_i v > φ) per cell (a new array)."""
+    return _above_nb(float(phi), F, a, b, np.empty(F.shape[0]))
