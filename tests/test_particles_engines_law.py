@@ -12,8 +12,15 @@ features: the moments of h and θ, the occupation of bins of h (the layers at th
 and the atoms there of the clip rule), and the mean and variance of the standardised OU
 residual r = (θ − c(h))/√(T(h)/K(h)) within each third of the h-range, which a wrong decay or
 noise scale for part of the agents moves by many standard errors (e.g. the noise scale of
-one agent per block, fixed in commit aaca0d7: |z| ≈ 30). Over a module run there are about
-3000 such scores; with independent agents each exceeds 5 with probability 6·10⁻⁷.
+one agent per block, fixed in commit aaca0d7: |z| ≈ 30). Without selection each agent keeps
+its slot, so the pairs (initial, final) of an agent have the same law under both engines too,
+and the tests without selection also compare the paired increments Δh = h − h₀ and
+Δθ = θ − θ₀ (their means, variances, mean of Δh² per third of the h₀-range, cov(Δθ, Δh)):
+from h₀ spread over the box the end state's moments are dominated by h₀'s spread, which
+hides a wrong mutation strength (D scaled by 1.44 in the fused engine: the end state's
+scores stay below 5 in most such tests, var Δh gives |z| ≈ 23–33 in each; D × 1.2: 13–19).
+Over a module run there are about 3500 such scores; with independent agents each exceeds 5
+with probability 6·10⁻⁷.
 """
 
 from __future__ import annotations
@@ -204,9 +211,42 @@ def law_scores(model, a, b, clip=False):
     return out
 
 
-def assert_same_law(model, a, b, **kw):
-    """|z| < 5 for every score of :func:`law_scores`; the message names the five largest."""
+def wrapped(x, period):
+    """x taken into [−period/2, period/2) (the shortest displacement on a circle)."""
+    return x if period is None else np.mod(x + 0.5 * period, period) - 0.5 * period
+
+
+def increment_scores(a, b, init, h_period=None, theta_period=None):
+    """Named z-scores of the paired increments Δh = h − h₀, Δθ = θ − θ₀ of the two samples
+    a, b = (θ (N, d), h) from the same agents ``init`` = (θ₀, h₀), which they must hold in the
+    same slots (no selection): means, variances, the mean of Δh² per third of the h₀-range,
+    and cov(Δθ, Δh). On a periodic axis the increments are the shortest displacements."""
+    th0, h0 = init
+    th0 = th0.reshape(th0.shape[0], -1)
+    out = {}
+    (ta, ha), (tb, hb) = a, b
+    dha, dhb = wrapped(ha - h0, h_period), wrapped(hb - h0, h_period)
+    dta, dtb = wrapped(ta - th0, theta_period), wrapped(tb - th0, theta_period)
+    out["mean Δh"] = z_mean(dha, dhb)
+    out["var Δh"] = z_var(dha, dhb)
+    for k, (lo_k, hi_k) in enumerate(THIRDS):
+        i = h_part(h0, lo_k, hi_k)
+        out[f"mean Δh² | h₀ third {k}"] = z_mean(dha[i] ** 2, dhb[i] ** 2)
+    for j in range(ta.shape[1]):
+        out[f"mean Δθ{j}"] = z_mean(dta[:, j], dtb[:, j])
+        out[f"var Δθ{j}"] = z_var(dta[:, j], dtb[:, j])
+        out[f"cov Δθ{j} Δh"] = z_mean((dta[:, j] - dta[:, j].mean()) * (dha - dha.mean()),
+                                      (dtb[:, j] - dtb[:, j].mean()) * (dhb - dhb.mean()))
+    return out
+
+
+def assert_same_law(model, a, b, init=None, h_period=None, theta_period=None, **kw):
+    """|z| < 5 for every score of :func:`law_scores` and, given the initial agents ``init``
+    (runs without selection), of :func:`increment_scores`; the message names the five
+    largest."""
     scores = law_scores(model, a, b, **kw)
+    if init is not None:
+        scores.update(increment_scores(a, b, init, h_period, theta_period))
     worst = sorted(scores.items(), key=lambda kv: -abs(kv[1]))[:5]
     assert abs(worst[0][1]) < Z_MAX, "fused vs numpy z-scores: " + ", ".join(
         f"{k}: {v:+.1f}" for k, v in worst)
@@ -243,13 +283,14 @@ FIELDS = {
 @pytest.mark.parametrize("case", list(FIELDS))
 def test_ou_coefficients_callable_of_h(case, splitting):
     """With K, T, m and the centre constant or callable of h (and θ ∈ R or R³), the law of
-    (θ, h) after three steps, and of the OU residual within each third of the h-range, is the
-    same under both engines (reflecting box, Brownian mutation)."""
+    (θ, h) after three steps, of the OU residual within each third of the h-range, and of
+    each agent's increments, is the same under both engines (reflecting box, Brownian
+    mutation)."""
     Kq, T, m, centre, d = FIELDS[case]
     model = make_model(Kq, T, m, centre)
     init = initial(model, d)
     a, b = both(model, init, h_box=BOX, splitting=splitting)
-    assert_same_law(model, a, b)
+    assert_same_law(model, a, b, init=init)
 
 
 def test_the_fused_paths_are_those_named():
@@ -324,9 +365,9 @@ def test_centre_layout_when_d_equals_the_number_of_agents(d, n, chunk, kind, eng
 def test_boundary_rules_with_agents_at_the_edges(boundary, path, splitting):
     """Agents started within 0.05 of the ends of the h-box (a tenth exactly on them), one
     mutation step √(2DΔt) = 0.1: the occupation of the edge layers (and the atoms of the clip
-    rule), and the law of θ given h, agree under both engines: with constant coefficients and
-    an affine centre (the joint move, whose agents near the box take the sub-steps one by one)
-    and with T(h) and c(h) callable."""
+    rule), the law of θ given h and of each agent's increments, agree under both engines:
+    with constant coefficients and an affine centre (the joint move, whose agents near the
+    box take the sub-steps one by one) and with T(h) and c(h) callable."""
     if path == "joint":
         model = make_model(1.5, 0.05, 1.0, "affine")
     else:
@@ -335,20 +376,23 @@ def test_boundary_rules_with_agents_at_the_edges(boundary, path, splitting):
     a, b = both(model, init, steps=2, h_box=BOX, boundary=boundary, splitting=splitting)
     for th, h in (a, b):
         assert h.min() >= BOX[0] and h.max() <= BOX[1]
-    assert_same_law(model, a, b, clip=boundary == "clip")
+    assert_same_law(model, a, b, clip=boundary == "clip", init=init,
+                    h_period=BOX[1] - BOX[0] if boundary == "periodic" else None)
 
 
 @pytest.mark.parametrize("boundary", ["reflecting", "periodic"])
 def test_several_diffusions_add_up(boundary):
     """Two Brownian mutations, which the fused step merges into one draw of D₁ + D₂ while
     the numpy engine moves the agents by each in turn, applying the boundary rule after
-    each: the same law under the reflecting and periodic rules (the maps folding R onto the
-    box commute in law with a symmetric move); agents started at the edges."""
+    each: the same law, also of each agent's increments, under the reflecting and periodic
+    rules (the maps folding R onto the box commute in law with a symmetric move); agents
+    started at the edges."""
     model = make_model(1.5, T_h, 1.0, "callable",
                        mutation=[pp.Diffusion(0.6 * D), pp.Diffusion(0.4 * D)])
     init = initial(model, 1, where="edges")
     a, b = both(model, init, steps=2, h_box=BOX, boundary=boundary)
-    assert_same_law(model, a, b)
+    assert_same_law(model, a, b, init=init,
+                    h_period=BOX[1] - BOX[0] if boundary == "periodic" else None)
 
 
 def test_several_diffusions_with_clipping_take_the_numpy_engine():
@@ -376,7 +420,8 @@ def test_several_diffusions_with_clipping_take_the_numpy_engine():
 def test_periodic_theta_box(path, splitting):
     """θ on a circle (a grid with a periodic θ-axis, θ-box [−0.5, 0.5], narrower than the
     OU spread so that most agents wrap): the law of the wrapped θ, per bin of θ and per third
-    of the h-range, agrees under both engines."""
+    of the h-range, and of each agent's increments (Δθ the shortest displacement on the
+    circle), agrees under both engines."""
     grid = pp.Grid(theta=(-0.5, 0.5, 16), h=(BOX[0], BOX[1], 16), periodic=("theta",))
     model = make_model(1.5, 0.6, 1.0, "affine") if path == "joint" else \
         make_model(K_h, T_h, 1.0, "callable")
@@ -394,7 +439,7 @@ def test_periodic_theta_box(path, splitting):
               for e in np.linspace(-0.5, 0.5, 9)[:-1] for k, third in enumerate(THIRDS)}
     worst = max(scores.items(), key=lambda kv: abs(kv[1]))
     assert abs(worst[1]) < Z_MAX, worst
-    assert_same_law(model, a, b)
+    assert_same_law(model, a, b, init=(th0, h0), theta_period=1.0)
 
 
 # --------------------------------------------------------------------------------------------
