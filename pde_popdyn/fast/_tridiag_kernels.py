@@ -1,7 +1,7 @@
 """Compiled complex-shifted tridiagonal solves per h-column (numba when importable, else plain
 Python): the rational approximation of exp used by :mod:`pde_popdyn.fast.rational`
-(:class:`RationalFactors` with the input split and finish around it) and the shifted solves of
-the initial-layer correction (:func:`shifted_solves`, :mod:`pde_popdyn.ap`).
+(:class:`RationalFactors` with the input split and finish around it), which also gives the
+shifted solves of the initial-layer correction (:func:`shifted_solves`, :mod:`pde_popdyn.ap`).
 
 All loops run over contiguous h-columns innermost, in real arithmetic. The kernels allocate their
 own workspace and outputs and keep the running row of each sweep in separate vectors: the
@@ -22,99 +22,42 @@ except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
 
 
-def _shifted_solve_py(sub, sup, diag, shifts, rhs):
-    """Σ_k c_k Re[(T − i a_k)⁻¹ rhs[:, q]] per column q (returned, (n, ncol)): T tridiagonal
-    with ``diag`` (n, ncol), ``sub`` T[p+1, p] and ``sup`` T[p, p+1] (n−1, ncol); ``shifts``
-    (K, 2) holds (a_k, c_k). Thomas elimination without pivoting (T − ia is column diagonally
-    dominant when T is), in the layout and real arithmetic of :func:`_rational_factor_py` and
-    :func:`_rational_apply_py` (inner loops over contiguous columns): the pivots' reciprocals
-    (ivr + i·ivi) are formed during the forward sweep. The workspace is allocated here and the
-    running rows are kept in their own vectors, so that the compiled loops vectorise (see
-    :func:`_rational_apply_py`)."""
-    n, ncol = diag.shape
-    out = np.zeros((n, ncol))
-    ivr = np.empty((n, ncol))
-    ivi = np.empty((n, ncol))
-    wr = np.empty((n, ncol))
-    wi = np.empty((n, ncol))
-    qr = np.empty(ncol)          # the previous row's pivot reciprocal
-    qi = np.empty(ncol)
-    yr = np.empty(ncol)          # the running row of the sweep
-    yi = np.empty(ncol)
-    for k in range(shifts.shape[0]):
-        a, c = shifts[k, 0], shifts[k, 1]
-        for j in range(ncol):
-            dr = diag[0, j]
-            m = 1.0 / (dr * dr + a * a)
-            vr = dr * m
-            vi = a * m
-            ivr[0, j] = vr
-            ivi[0, j] = vi
-            qr[j] = vr
-            qi[j] = vi
-            ur = rhs[0, j] * vr
-            ui = rhs[0, j] * vi
-            wr[0, j] = ur
-            wi[0, j] = ui
-            yr[j] = ur
-            yi[j] = ui
-        for p in range(1, n):
-            for j in range(ncol):
-                s = sub[p - 1, j]
-                e = s * sup[p - 1, j]
-                dr = diag[p, j] - e * qr[j]
-                di = -a - e * qi[j]
-                m = 1.0 / (dr * dr + di * di)
-                vr = dr * m
-                vi = -di * m
-                ivr[p, j] = vr
-                ivi[p, j] = vi
-                qr[j] = vr
-                qi[j] = vi
-                tr = rhs[p, j] - s * yr[j]
-                ti = -s * yi[j]
-                ur = tr * vr - ti * vi
-                ui = tr * vi + ti * vr
-                wr[p, j] = ur
-                wi[p, j] = ui
-                yr[j] = ur
-                yi[j] = ui
-        # back substitution x_p = w_p − (sup_p / pivot_p) x_{p+1}; x_{n−1} = w_{n−1}
-        for j in range(ncol):
-            out[n - 1, j] += c * yr[j]
-        for p in range(n - 2, -1, -1):
-            for j in range(ncol):
-                cr = sup[p, j] * ivr[p, j]
-                ci = sup[p, j] * ivi[p, j]
-                ur = wr[p, j] - (cr * yr[j] - ci * yi[j])
-                ui = wi[p, j] - (cr * yi[j] + ci * yr[j])
-                yr[j] = ur
-                yi[j] = ui
-            for j in range(ncol):
-                out[p, j] += c * yr[j]
-    return out
-
-
-def _rational_factor_py(sub, sup, diag, sr, si, ivr, ivi):
+def _rational_factor_py(sub, sup, diag, sr, si):
     """Inverse Thomas pivots of T_j − s_kj for every pole k and column j (layout (n, ncol):
     the inner loops run over contiguous columns). T has ``diag`` (n, ncol), ``sub`` T[p+1, p]
-    and ``sup`` T[p, p+1] (n−1, ncol); the shifts s = sr + i·si are (K, ncol). Stores the
+    and ``sup`` T[p, p+1] (n−1, ncol); the shifts s = sr + i·si are (K, ncol). Returns the
     real and imaginary parts of 1/pivot, (K, n, ncol) each; the multipliers are
     sup[p]/pivot[p], recomputed when applied (half the memory traffic)."""
     K = sr.shape[0]
     n, ncol = diag.shape
+    ivr = np.empty((K, n, ncol))
+    ivi = np.empty((K, n, ncol))
+    qr = np.empty(ncol)            # the previous row's pivot reciprocal
+    qi = np.empty(ncol)
     for k in range(K):
-        for p in range(n):
+        for j in range(ncol):
+            dr = diag[0, j] - sr[k, j]
+            di = -si[k, j]
+            m = dr * dr + di * di
+            a = dr / m
+            b = -di / m
+            ivr[k, 0, j] = a
+            ivi[k, 0, j] = b
+            qr[j] = a
+            qi[j] = b
+        for p in range(1, n):
             for j in range(ncol):
-                dr = diag[p, j] - sr[k, j]
-                di = -si[k, j]
-                if p > 0:
-                    c = sub[p - 1, j] * sup[p - 1, j]
-                    dr -= c * ivr[k, p - 1, j]
-                    di -= c * ivi[k, p - 1, j]
+                c = sub[p - 1, j] * sup[p - 1, j]
+                dr = diag[p, j] - sr[k, j] - c * qr[j]
+                di = -si[k, j] - c * qi[j]
                 m = dr * dr + di * di
-                ivr[k, p, j] = dr / m
-                ivi[k, p, j] = -di / m
+                a = dr / m
+                b = -di / m
+                ivr[k, p, j] = a
+                ivi[k, p, j] = b
+                qr[j] = a
+                qi[j] = b
+    return ivr, ivi
 
 
 def _rational_apply_py(sub, sup, ivr, ivi, gr, gi, x, out):
@@ -331,15 +274,11 @@ class RationalFactors:
     def __init__(self, sub, sup, diag, shifts, gamma):
         sub, sup, diag = (np.ascontiguousarray(a, dtype=np.float64) for a in (sub, sup, diag))
         shifts = np.asarray(shifts, dtype=np.complex128)
-        K = shifts.shape[0]
-        n, ncol = diag.shape
         self.sub, self.sup = sub, sup
         self.gr = np.ascontiguousarray(np.real(gamma), dtype=np.float64)
         self.gi = np.ascontiguousarray(np.imag(gamma), dtype=np.float64)
-        self.iv = [np.zeros((K, n, ncol)) for _ in range(2)]
-        (_rational_factor_nb if HAVE_NUMBA else _rational_factor_py)(
-            sub, sup, diag, np.ascontiguousarray(shifts.real), np.ascontiguousarray(shifts.imag),
-            *self.iv)
+        self.iv = list((_rational_factor_nb if HAVE_NUMBA else _rational_factor_py)(
+            sub, sup, diag, np.ascontiguousarray(shifts.real), np.ascontiguousarray(shifts.imag)))
 
     def apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out += the rational sum applied to x (both (n, ncol), float64, C-contiguous)."""
@@ -349,20 +288,20 @@ class RationalFactors:
 
 
 def shifted_solves(sub, sup, diag, shifts, rhs) -> np.ndarray:
-    """Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column (see :func:`_shifted_solve_py`); arrays laid out
-    (ncol, ·), ``shifts`` a (K, 2) array of (a_k, c_k)."""
-    # the kernel runs on the transposed layout (n, ncol): rhs.T is contiguous when rhs is a
+    """Σ_k c_k Re[(T − i a_k)⁻¹ rhs] per column, T tridiagonal with ``diag``, ``sub`` T[p+1, p]
+    and ``sup`` T[p, p+1] (T − ia column diagonally dominant, as for the initial layer's
+    λ − G); arrays laid out (ncol, ·), ``shifts`` a (K, 2) array of (a_k, c_k). The
+    :class:`RationalFactors` of the shifts i·a_k and weights c_k."""
+    # the kernels run on the transposed layout (n, ncol): rhs.T is contiguous when rhs is a
     # transposed (n, ncol) array, as the caller's is
     sub, sup, diag, rhs = (np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)
                            for x in (sub, sup, diag, rhs))
-    shifts = np.ascontiguousarray(shifts, dtype=np.float64)
-    return (_shifted_solve_nb if HAVE_NUMBA else _shifted_solve_py)(sub, sup, diag, shifts,
-                                                                     rhs).T
+    shifts = np.asarray(shifts, dtype=np.float64)
+    z = np.broadcast_to(1j * shifts[:, :1], (shifts.shape[0], rhs.shape[1]))
+    return RationalFactors(sub, sup, diag, z, shifts[:, 1]).apply(rhs, np.zeros_like(rhs)).T
 
 
 if HAVE_NUMBA:
-    _shifted_solve_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(
-        _shifted_solve_py)
     _rational_factor_nb = numba.njit(cache=True, nogil=True)(_rational_factor_py)
     _rational_apply_nb = numba.njit(cache=True, nogil=True)(_rational_apply_py)
     _rational_split_nb = numba.njit(cache=True, nogil=True)(_rational_split_py)
