@@ -4,6 +4,8 @@ weights of the integral Φ(τ) = ∫_0^τ e^{−λs} e^{sA} ds."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.special import gammainc
 
@@ -19,6 +21,15 @@ def phi_weights(c: np.ndarray, lam: float, tau: float, kmax: int) -> np.ndarray:
         return (np.exp(n * np.log(c / mu)) / mu) * gammainc(n + 1, mu * tau)
 
 
+@lru_cache(maxsize=256)
+def _poisson_weights(lam: float) -> np.ndarray:
+    """:func:`poisson_weights` of one rate, kept (read-only): the fallbacks of the column
+    propagators ask for the same few rates at every step."""
+    w = poisson_weights(lam)
+    w.setflags(write=False)
+    return w
+
+
 class Uniformised:
     """x ↦ Σ_n w_n Pⁿ x on a set of columns, P = I + (G − d̂)/c with one rate c for all of
     them (the largest), run by the compiled series of :mod:`pde_popdyn._kernels`."""
@@ -32,7 +43,7 @@ class Uniformised:
     def weights(self, t: float, lam: float | None = None):
         """Poisson weights for E(t) and, with a loss rate λ, (weights / t, t) for Φ(t): the
         kernel drops weights below 1e-19, so they are scaled to sum to about one."""
-        w = poisson_weights(self.c * t)
+        w = _poisson_weights(float(self.c * t))
         if lam is None:
             return w, None
         v = phi_weights(np.array([self.c]), lam, t, w.size - 1)[:, 0]
