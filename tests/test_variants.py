@@ -311,3 +311,19 @@ def test_truncation_map_with_one_steep_cell_narrows_its_band(monkeypatch):
         assert (chi * f).sum() == pytest.approx(q, rel=1e-12)
         wide = M._fractional_set(f, q, top)
         assert np.abs((chi - wide) * f).sum() < 1e-13
+
+
+@pytest.mark.parametrize("q", [0.1, 0.25, 0.5])
+def test_truncation_map_on_plateaus_takes_tied_cells_by_a_fraction(q):
+    """F = −1, 0, +1 on three bands of a 64² grid (reach 0 inside each plateau): the level sits
+    on a plateau, whose cells are tied and must be taken by a common fraction, also after the
+    band has narrowed. (A cell with zero reach exactly at the bracket's upper end was moved to
+    the sure set, a whole cell too many: 0.734 instead of 0.5.)"""
+    n = 64
+    th = np.linspace(-1, 1, n)
+    F = np.where(th < -0.5, -1.0, np.where(th > 0.5, 1.0, 0.0))[:, None] * np.ones((1, n))
+    f = np.full((n, n), 1.0 / n ** 2)
+    M = TruncationMap(F, q, "both")
+    out = M(f)
+    assert np.allclose(M.last_moved, (q, q), rtol=1e-12)
+    assert out.sum() == pytest.approx(1.0, rel=1e-14)

@@ -266,7 +266,11 @@ def warm_up() -> None:
     top_two_eigenvalues(-x, x[:, :2])
     y = np.ones((3, 2))
     uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
-    R = RationalFactors(y[:2], y[:2], -2 * y, np.ones((1, 2)) + 1j, np.ones(1))
+    # the fallbacks' Poisson weights are kept read-only: a signature of their own
+    ro = np.ones(2)
+    ro.setflags(write=False)
+    uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, ro, y.copy())
+    R = RationalFactors(y[:2], y[:2], -2 * y, np.ones((1, 2)) + 1j, np.ones(1) + 0j)
     R.apply(y, np.zeros_like(y))
     gibbs_sums(y, y, y)
     one = np.ones(2)

@@ -21,7 +21,7 @@ def phi_weights(c: np.ndarray, lam: float, tau: float, kmax: int) -> np.ndarray:
         return (np.exp(n * np.log(c / mu)) / mu) * gammainc(n + 1, mu * tau)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=32)
 def _poisson_weights(lam: float) -> np.ndarray:
     """:func:`poisson_weights` of one rate, kept (read-only): the fallbacks of the column
     propagators ask for the same few rates at every step."""

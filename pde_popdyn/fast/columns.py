@@ -148,7 +148,8 @@ class ColumnPropagator:
         n = gen.n
         ctau = gen.c[cols] * tau
         # the gap is at most 2c, and at most gen.gap_bound(): skip the eigenvalues when no
-        # column can be near rank one (τ·gap ≥ 37 here, 2τ·gap ≥ 30 in the dense squaring)
+        # column can be near rank one (τ·gap ≥ 37 here, t·gap ≥ 30 with t ≤ 2τ in the dense
+        # squaring)
         self._stiff = (4.0 * float(ctau.max()) >= 30.0
                        and bool((tau * gen.gap_bound()[cols] >= 15.0).any()))
         self.gap = gen.gap()[cols] if self._stiff else np.zeros(cols.size)

@@ -177,7 +177,7 @@ class TruncationMap:
             lo -= 1e-12 * max(1.0, abs(lo))
             hi += 1e-12 * max(1.0, abs(hi))
             # cells wholly above the bracket are in, wholly below it out; the band is resolved
-            sure = live & (F - reach >= hi)
+            sure = live & (F - reach > hi)
             band = np.flatnonzero(live & ~sure & (F + reach > lo))
             lo, hi, sure, band = self._level(F, masses, reach, sure, band, lo, hi, R, target)
             chi_hi, chi_lo = (_above(phi, F[band], a[band], b[band]) for phi in (hi, lo))
@@ -236,7 +236,7 @@ class TruncationMap:
                 side = 1
             if it % 4 == 1 and band.size > self._NARROW_ABOVE:
                 keep = Fb + rb > lo
-                up = keep & (Fb - rb >= hi)
+                up = keep & (Fb - rb > hi)
                 keep &= ~up
                 if not keep.all():
                     sure = sure.copy()
