@@ -389,21 +389,20 @@ def cost(cfg: dict) -> dict:
     # the default step's rounds are short (six runs of ~0.07 s): its repeats are taken on their
     # own, so that a slow spell of the machine hits all ε of a round alike; then the split
     # scheme's (the runs it replaced, 0.1–1 s each)
-    rounds = [(which, r) for which in which_list
-              for r in range(cfg["repeats"] * (3 if which == "new" else 1))]
-    for which, _ in rounds:
-        for eps, model, grid, f0 in cases:
-            t0 = time.perf_counter()
-            if which == "new":
-                sol = pp.solve(model, grid, f0, 1.0, 0.01, progress=False, save_every=100)
-                setup, run = sol.info["setup_seconds"], sol.info["run_seconds"]
-                infos[eps] = list(sol.info["fast_step"].values())[0]
-            else:
-                split_solve(model, grid, f0, 1.0, 0.01)
-                setup = run = np.nan
-            wall = time.perf_counter() - t0
-            if wall < best[eps, which][0]:
-                best[eps, which] = (wall, setup, run)
+    for which in which_list:
+        for _ in range(cfg["repeats"] * (3 if which == "new" else 1)):
+            for eps, model, grid, f0 in cases:
+                t0 = time.perf_counter()
+                if which == "new":
+                    sol = pp.solve(model, grid, f0, 1.0, 0.01, progress=False, save_every=100)
+                    setup, run = sol.info["setup_seconds"], sol.info["run_seconds"]
+                    infos[eps] = list(sol.info["fast_step"].values())[0]
+                else:
+                    split_solve(model, grid, f0, 1.0, 0.01)
+                    setup = run = np.nan
+                wall = time.perf_counter() - t0
+                if wall < best[eps, which][0]:
+                    best[eps, which] = (wall, setup, run)
     rows = []
     for eps, *_ in cases:
         rec = {"eps": eps}

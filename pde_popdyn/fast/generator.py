@@ -34,7 +34,7 @@ class ColumnGenerator:
         self.out = op.out_rate - self.dp                # −diag(G − d̂) ≥ 0
         self.c = self.out.max(axis=0) * 1.000001 + 1e-300   # uniformisation rate per column
         self.periodic = op.periodic[0]
-        self._gap = self._top_only = None
+        self._gap = self._top_only = self._gap_bound = None
 
     # -- spectral data ---------------------------------------------------------------------
     def gap(self) -> np.ndarray:
@@ -68,8 +68,11 @@ class ColumnGenerator:
         (periodic θ, a Gibbs state on one cell). :class:`~pde_popdyn.fast.columns.
         ColumnPropagator` uses it to skip :meth:`gap` when no column can be stiff enough to
         matter."""
+        if self._gap_bound is not None:
+            return self._gap_bound
         if self.periodic:
-            return np.full(self.ncol, np.inf)
+            self._gap_bound = np.full(self.ncol, np.inf)
+            return self._gap_bound
         op = self.op
         pi = op.gibbs
         a = -self.out                                   # diagonal of S
@@ -95,7 +98,8 @@ class ColumnGenerator:
             mu1 = 0.5 * (b11 + b22 - np.sqrt((b11 - b22) ** 2 + 4.0 * b12 ** 2))
             bound = -mu1 * (1.0 + 1e-9)
         ok = np.isfinite(bound) & (var > 1e-12)
-        return np.where(ok, np.maximum(bound, 0.0), np.inf)
+        self._gap_bound = np.where(ok, np.maximum(bound, 0.0), np.inf)
+        return self._gap_bound
 
     def top(self) -> np.ndarray:
         """λ₀ of G − d̂ per column (the largest eigenvalue, ≤ 0): from :meth:`gap` when it

@@ -179,7 +179,8 @@ class TruncationMap:
             # cells wholly above the bracket are in, wholly below it out; the band is resolved
             sure = live & (F - reach > hi)
             band = np.flatnonzero(live & ~sure & (F + reach > lo))
-            lo, hi, sure, band = self._level(F, masses, reach, sure, band, lo, hi, R, target)
+            lo, hi, sure, band, m_sure = self._level(F, masses, reach, sure, band, lo, hi, R,
+                                                     target)
             chi_hi, chi_lo = (_above(phi, F[band], a[band], b[band]) for phi in (hi, lo))
         else:
             # the level sits on cells of infinite F (no bracket around ±inf): those tied at it
@@ -187,9 +188,9 @@ class TruncationMap:
             sure = live & (F > phi0)
             band = np.flatnonzero(live & (F == phi0))
             chi_hi, chi_lo = np.zeros(band.size), np.ones(band.size)
+            m_sure = float(masses[sure].sum())
         # the set between the bracket's ends: S(hi) ≤ target ≤ S(lo), interpolated (a cell
         # tied at the level, F constant across it, is taken by this common fraction)
-        m_sure = float(masses[sure].sum())
         mb = masses[band]
         short = target - m_sure - float(mb @ chi_hi)
         gap = float(mb @ (chi_lo - chi_hi))
@@ -203,7 +204,7 @@ class TruncationMap:
         regula falsi with the Illinois halving and a bisection step every fourth; the band of
         cells straddling the bracket shrinks with it (those now wholly above it join ``sure``),
         so a wide first bracket (one steep cell) costs a few passes over the grid, not one
-        per step. Returns (lo, hi, sure, band)."""
+        per step. ``sure`` is updated in place. Returns (lo, hi, sure, band, mass of sure)."""
         a, b = self._a, self._b
         m_sure = float(masses[sure].sum())
         Fb, ab, bb, mb, rb = F[band], a[band], b[band], masses[band], reach[band]
@@ -239,11 +240,10 @@ class TruncationMap:
                 up = keep & (Fb - rb > hi)
                 keep &= ~up
                 if not keep.all():
-                    sure = sure.copy()
                     sure[band[up]] = True
                     m_sure += float(mb[up].sum())
                     band, Fb, ab, bb, mb, rb = (x[keep] for x in (band, Fb, ab, bb, mb, rb))
-        return lo, hi, sure, band
+        return lo, hi, sure, band, m_sure
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
         mass = f.sum()
