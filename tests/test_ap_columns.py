@@ -206,6 +206,41 @@ def test_kernels_against_numpy():
         np.testing.assert_allclose(top[j], ev[::-1][:2], rtol=0, atol=1e-9 * 130)
 
 
+@pytest.mark.parametrize("ncol", [1, 5, 37])     # 37: the compiled loops' vector body and tail
+def test_top_eigenvalue_of_all_columns_at_once_matches_the_per_column_bisection(ncol):
+    """λ₀ alone (count=1) is bisected for all columns at once: the same midpoints as the
+    per-column bisection, so the same value bit for bit, also where zero couplings split a
+    matrix into blocks and for brackets of very different widths; and within the tolerance
+    of LAPACK's eigenvalues."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from pde_popdyn.fast import _column_kernels as K
+    rng = np.random.default_rng(ncol)
+    n = 17
+    diag = -rng.random((ncol, n)) * 10.0 ** rng.uniform(-2, 3, (ncol, 1))
+    off = rng.random((ncol, n - 1)) * 10.0 ** rng.uniform(-2, 2, (ncol, 1))
+    off[0, 3:6] = 0.0
+    for rtol in (1e-10, 1e-12):
+        got = top_two_eigenvalues(diag, off, rtol=rtol, count=1)[:, 0]
+        radius = np.zeros_like(diag)
+        radius[:, 1:] += off
+        radius[:, :-1] += off
+        lo = (diag - radius).min(axis=1) - 1e-300
+        hi = (diag + radius).max(axis=1) + 1e-300
+        span = hi - lo
+        lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
+        one = np.empty((ncol, 1))
+        K._top_two_py(diag, off * off, lo, hi, rtol * (hi - lo), one)
+        np.testing.assert_array_equal(got, one[:, 0])
+        if K.HAVE_NUMBA:
+            py = K._top_vec_py(np.ascontiguousarray(diag.T), np.ascontiguousarray((off * off).T),
+                               lo, hi, rtol * (hi - lo), 0)
+            np.testing.assert_array_equal(got, py)
+        for j in range(ncol):
+            ev = eigvalsh_tridiagonal(diag[j], off[j])[-1]
+            assert abs(got[j] - ev) <= 2 * rtol * (hi[j] - lo[j]) + 1e-12 * abs(ev)
+
+
 def test_dense_kernels_run_single_threaded():
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl limits BLAS")
     with blas_single_thread():
@@ -233,12 +268,36 @@ def test_rational_factors_solve_the_shifted_systems(m):
     shifts = np.array([[1.0 + 2.0j] * m, [0.5 - 0.1j] * m, [3.0 + 0j] * m])
     gamma = np.array([0.3 - 1.0j, 2.0 + 0.5j, -0.7 + 0j])
     x = rng.random((n, m))
-    got = RationalFactors(up, down, diag, shifts, gamma).apply(x, np.zeros((n, m)))
+    R = RationalFactors(up, down, diag, shifts, gamma)
+    got = R.apply(x, np.zeros((n, m)))
     for j in range(m):
         T = np.diag(diag[:, j]) + np.diag(up[:, j], -1) + np.diag(down[:, j], 1)
         ref = sum((g * np.linalg.solve(T - s * np.eye(n), x[:, j])).real
                   for g, s in zip(gamma, shifts[:, j]))
         np.testing.assert_allclose(got[:, j], ref, rtol=1e-12, atol=1e-14)
+    # the first applications eliminate pole by pole, later ones with the pivots of all poles
+    # kept: the same arithmetic, bit for bit
+    assert R.iv is None
+    for _ in range(R.keep_after):
+        np.testing.assert_array_equal(R.apply(x, np.zeros((n, m))), got)
+    assert R.iv is not None
+    np.testing.assert_array_equal(R.apply(x, np.zeros((n, m))), got)
+
+
+def test_rational_factors_refuse_a_zero_pivot():
+    """A shifted matrix singular at an elimination step (here T − s with T[0, 0] = s) raises
+    instead of filling the result with inf and nan (the compiled division is unchecked)."""
+    from pde_popdyn.fast._tridiag_kernels import RationalFactors, shifted_solves
+    n, m = 5, 3
+    sub = sup = np.ones((n - 1, m))
+    diag = np.full((n, m), -3.0)
+    diag[0, 1] = 2.0
+    shifts = np.full((1, m), 2.0 + 0j)
+    with pytest.raises(ZeroDivisionError, match="1 zero pivot"):
+        RationalFactors(sub, sup, diag, shifts, np.ones(1)).apply(np.ones((n, m)),
+                                                                  np.zeros((n, m)))
+    with pytest.raises(ZeroDivisionError, match="zero pivot"):
+        shifted_solves(sub.T, sup.T, np.zeros((m, n)), np.array([[0.0, 1.0]]), np.ones((m, n)))
 
 
 @pytest.mark.parametrize("kind", ["fast", "selection"])
@@ -363,11 +422,12 @@ def test_compiled_column_kernels_match_their_python_sources():
     diag = -(np.r_[sub, np.zeros((1, m))] + np.r_[np.zeros((1, m)), sup]) - rng.random((n, m))
     shifts = rng.normal(size=(k, m)) + 1j * rng.uniform(1, 3, (k, m))
     iv = K._rational_factor_nb(sub, sup, diag, shifts.real.copy(), shifts.imag.copy())
+    assert iv[2] == 0                                   # no zero pivot
     gr, gi, x = rng.normal(size=k), rng.normal(size=k), rng.random((n, m))
     outs = []
     for f in (K._rational_apply_nb, K._rational_apply_py):
         out = np.ones((n, m))
-        f(sub, sup, *iv, gr, gi, x, out)
+        f(sub, sup, *iv[:2], gr, gi, x, out)
         outs.append(out)
     np.testing.assert_array_equal(*outs)
     pi = rng.random((n, m))
@@ -387,5 +447,5 @@ def test_compiled_column_kernels_match_their_python_sources():
     assert ok.any()
     np.testing.assert_array_equal(fin[0][1], fin[1][1])
     iv_py = K._rational_factor_py(sub, sup, diag, shifts.real.copy(), shifts.imag.copy())
-    for a, b in zip(iv, iv_py):
+    for a, b in zip(iv[:2], iv_py[:2]):
         np.testing.assert_array_equal(a, b)

@@ -135,6 +135,53 @@ def _top_two_py(a, b2, lo, hi, tol, out):  # pragma: no cover
             out[j, r] = 0.5 * (left + right)
 
 
+def _top_vec_py(a, b2, lo, hi, tol, r):
+    """The (r+1)-th largest eigenvalue per column by bisection on Sturm counts, all columns
+    at once: a (n, ncol), b2 = off² (n−1, ncol), brackets lo, hi and accuracies tol (ncol,).
+    Each column takes the same midpoints as in :func:`_top_two_py` (a column whose bracket
+    is resolved keeps it), so the results agree bit for bit; the Sturm recurrence runs over
+    contiguous columns in its inner loop, where the compiled division vectorises (the per
+    column recurrence is a chain of dependent divisions)."""
+    n, ncol = a.shape
+    left = lo.copy()
+    right = hi.copy()
+    mid = np.empty(ncol)
+    live = np.empty(ncol)
+    d = np.empty(ncol)
+    below = np.empty(ncol)
+    for _ in range(200):
+        nlive = 0.0
+        for j in range(ncol):
+            m = 0.5 * (left[j] + right[j])
+            mid[j] = m
+            go = not (m <= left[j] or m >= right[j] or right[j] - left[j] <= tol[j])
+            live[j] = go
+            nlive += go
+        if nlive == 0.0:
+            break
+        for j in range(ncol):
+            x = a[0, j] - mid[j]
+            d[j] = x
+            below[j] = x < 0.0
+        for p in range(1, n):
+            for j in range(ncol):
+                x = d[j]
+                x = x + (x == 0.0) * 1e-300
+                x = a[p, j] - mid[j] - b2[p - 1, j] / x
+                d[j] = x
+                below[j] += x < 0.0
+        for j in range(ncol):
+            if live[j] != 0.0:
+                if n - below[j] > r:          # more than r eigenvalues ≥ mid
+                    left[j] = mid[j]
+                else:
+                    right[j] = mid[j]
+    out = np.empty(ncol)
+    for j in range(ncol):
+        out[j] = 0.5 * (left[j] + right[j])
+    return out
+
+
 def _gibbs_sums_py(g, pi, weight, q, a, s):
     """Per column j of g (n, ncol): q_j = Σ_{g>0} g²/π (inf where π = 0 < g), a_j = Σ|g|,
     s_j = Σ weight·g (one pass; the sums of ``ColumnPropagator._near_gibbs``)."""
@@ -167,6 +214,7 @@ def gibbs_sums(g, pi, weight):
 if HAVE_NUMBA:
     _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
     _top_two_nb = numba.njit(cache=True, nogil=True)(_top_two_py)
+    _top_vec_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(_top_vec_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True)(_gth_solve_py)
     _gibbs_sums_nb = numba.njit(cache=True, nogil=True)(_gibbs_sums_py)
@@ -241,6 +289,13 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
     lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
     out = np.empty((diag.shape[0], count))
     tol = rtol * (hi - lo)
+    if count == 1:
+        # λ₀ alone (the rational branch's shift): all columns bisected at once. (The pair of
+        # the projection test still runs column by column; the same kernel would serve it
+        # with r = 1.)
+        out[:, 0] = (_top_vec_nb if HAVE_NUMBA else _top_vec_py)(
+            np.ascontiguousarray(diag.T), np.ascontiguousarray((off * off).T), lo, hi, tol, 0)
+        return out
     if HAVE_NUMBA:
         _top_two_nb(diag, off * off, lo, hi, tol, out)
     else:  # pragma: no cover - exercised only without numba
@@ -264,6 +319,7 @@ def warm_up() -> None:
     banded_series(x, x[:, :2], x[:, :2], x[:, 0], x[:, 0], False, x[:1], x[:1])
     gth_solve(x[:, :2], x[:, :2], x, x)
     top_two_eigenvalues(-x, x[:, :2])
+    top_two_eigenvalues(-x, x[:, :2], count=1)
     y = np.ones((3, 2))
     uniformised_series(y, y, y[:2], y[:2], y[0], y[0], 0.0, False, False, np.ones(2), y.copy())
     # the fallbacks' Poisson weights are kept read-only: a signature of their own

@@ -84,9 +84,12 @@ class RationalColumns:
         op = gen.op
         z, gamma, self.r_inf, self.delta = exp_nodes()
         top = gen.top()[cols]
+        # exp(2τG) is applied at every step (its pivots are kept from the first), exp(τG) at
+        # the ends of a run only (pole by pole, without storing the pivots)
         self.factors = [RationalFactors(k * tau * op.up[:, cols], k * tau * op.down[:, cols],
                                         -k * tau * gen.out[:, cols],
-                                        z[:, None] + k * tau * top[None, :], gamma)
+                                        z[:, None] + k * tau * top[None, :], gamma,
+                                        keep_after=2 if k == 1 else 0)
                         for k in (1, 2)]
         self.pi = np.ascontiguousarray(op.gibbs[:, cols], dtype=np.float64)
         self.ipi = inverse_gibbs(self.pi)
