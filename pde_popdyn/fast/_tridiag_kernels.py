@@ -304,15 +304,21 @@ class RationalFactors:
         self.applications = 0
 
     def _factor(self, k: slice):
-        ivr, ivi, zero = (_rational_factor_nb if HAVE_NUMBA else _rational_factor_py)(
-            self.sub, self.sup, self.diag, self.sr[k], self.si[k])
+        # (the plain-Python kernel divides numpy scalars: the count decides, not numpy's
+        # error settings)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ivr, ivi, zero = (_rational_factor_nb if HAVE_NUMBA else _rational_factor_py)(
+                self.sub, self.sup, self.diag, self.sr[k], self.si[k])
         if zero:
-            raise ZeroDivisionError(f"RationalFactors: {int(zero)} zero pivot(s): a shifted "
-                                    "tridiagonal matrix is singular without pivoting")
+            raise ZeroDivisionError(
+                f"RationalFactors: {int(zero)} zero pivot(s) (|pivot|² is 0 in double "
+                "precision): a shifted tridiagonal matrix is singular, or nearly so, without "
+                "pivoting")
         return ivr, ivi
 
     def apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out += the rational sum applied to x (both (n, ncol), float64, C-contiguous)."""
+        """out += the rational sum applied to x (both (n, ncol), float64, C-contiguous).
+        On a zero pivot (ZeroDivisionError) ``out`` may already hold some poles' terms."""
         kernel = _rational_apply_nb if HAVE_NUMBA else _rational_apply_py
         self.applications += 1
         if self.iv is None and self.applications > self.keep_after:

@@ -85,7 +85,8 @@ class RationalColumns:
         z, gamma, self.r_inf, self.delta = exp_nodes()
         top = gen.top()[cols]
         # exp(2τG) is applied at every step (its pivots are kept from the first), exp(τG) at
-        # the ends of a run only (pole by pole, without storing the pivots)
+        # the two ends of each call of the stepper (pole by pole for the first two, so that a
+        # run that calls it once does not store its pivots)
         self.factors = [RationalFactors(k * tau * op.up[:, cols], k * tau * op.down[:, cols],
                                         -k * tau * gen.out[:, cols],
                                         z[:, None] + k * tau * top[None, :], gamma,
