@@ -197,15 +197,31 @@ def bdf_solve(model: pp.Model, grid: pp.Grid, f0: np.ndarray, t_final: float,
     M = semidiscrete_matrix(model, grid, check_gibbs)
     u0 = np.ascontiguousarray(f0, dtype=float).ravel()
     t_setup = time.perf_counter() - t0
-    res = solve_ivp(lambda t, u: M @ u, (0.0, t_final), u0, method="BDF", jac=M,
-                    rtol=rtol, atol=BDF_ATOL_FACTOR * rtol * float(u0.max()),
-                    t_eval=[t_final])
-    if not res.success:
-        raise RuntimeError(f"BDF baseline failed at rtol={rtol:g}: {res.message}")
+    atol = BDF_ATOL_FACTOR * rtol * float(u0.max())
+    # scipy's BDF accepts a step whose error norm is NaN (NaN > 1 is False), so a step on which
+    # its linear solves overflowed can poison the difference table: once seen in CI (inf − inf
+    # at bdf.py:416, FloatingPointError under the tests' error settings), not reproducible.
+    # Such a run is repeated once from a fixed first step; the time of both counts.
+    retries = 0
+    for first_step in (None, 1e-4 * t_final):
+        try:
+            res = solve_ivp(lambda t, u: M @ u, (0.0, t_final), u0, method="BDF", jac=M,
+                            rtol=rtol, atol=atol, t_eval=[t_final], first_step=first_step)
+        except FloatingPointError as err:
+            res, why = None, f"{type(err).__name__}: {err}"
+        else:
+            why = None if res.success and np.isfinite(res.y).all() else (
+                res.message if not res.success else "non-finite result")
+        if why is None:
+            break
+        retries += 1
+    if why is not None:
+        raise RuntimeError(f"BDF baseline failed at rtol={rtol:g} (also from a fixed first "
+                           f"step): {why}")
     f = res.y[:, -1].reshape(grid.shape)
     f = f / grid.mass(f)
     return f, {"setup_seconds": t_setup, "nfev": int(res.nfev), "njev": int(res.njev),
-               "nlu": int(res.nlu)}
+               "nlu": int(res.nlu), "retries": retries}
 
 
 def pp_solve(model: pp.Model, grid: pp.Grid, f0: np.ndarray, t_final: float,
