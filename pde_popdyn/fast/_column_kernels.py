@@ -290,11 +290,10 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
     out = np.empty((diag.shape[0], count))
     tol = rtol * (hi - lo)
     if count == 1:
-        # λ₀ alone (the rational branch's shift): all columns bisected at once. (The pair of
-        # the projection test still runs column by column; the same kernel would serve it
-        # with r = 1.)
-        # (columns already resolved still run the recurrence, at their last midpoint: in the
-        # plain-Python kernel that must not trip numpy's error settings)
+        # λ₀ alone (the rational branch's shift): all columns bisected at once; the pair of
+        # the projection test still runs column by column (the same kernel would serve it
+        # with r = 1). Resolved columns still run the recurrence at their last midpoint,
+        # which in the plain-Python kernel must not trip numpy's error settings.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out[:, 0] = (_top_vec_nb if HAVE_NUMBA else _top_vec_py)(
                 np.ascontiguousarray(diag.T), np.ascontiguousarray((off * off).T), lo, hi, tol,

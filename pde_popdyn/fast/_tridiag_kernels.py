@@ -281,11 +281,10 @@ class RationalFactors:
 
     The pivots of all K poles (2K doubles a cell) are computed and kept from application
     ``keep_after`` + 1 on; the ones before eliminate pole by pole, with one pole's pivots at a
-    time.
-    A fresh array costs more in first-touch page faults than its arithmetic (filling 1.8 MB
-    takes 1–1.7 ms on a virtual machine, the factorisation 0.1 ms at 128² and 7 poles), so a
-    solve used once or twice (the initial layer's, or exp(τG) at the ends of a run) does not
-    pay for the storage.
+    time. A fresh array costs more in first-touch page faults than its arithmetic (filling
+    1.8 MB takes 1–1.7 ms on a virtual machine, the factorisation 0.1 ms at 128² and 7 poles),
+    so a solve used once or twice (the initial layer's, or exp(τG) at the two ends of a
+    stepper call) does not pay for the storage.
 
     ``sub``/``sup`` (n−1, ncol), ``diag`` (n, ncol), ``shifts`` complex (K, ncol), ``gamma``
     complex (K,); ``keep_after``: the number of applications made pole by pole before the
