@@ -421,8 +421,12 @@ def cost(cfg: dict) -> dict:
         rows.append(rec)
     walls = np.array([r["new"]["wall_seconds"] for r in rows])
     base = walls[0]
+    # the steps alone, without the set-up: the limit of the whole-run ratio for long runs (the
+    # stiff end's set-up is the larger, so this ratio is the larger)
+    runs = np.array([r["new"]["run_seconds"] for r in rows])
     out = {"rows": rows, "max_over_min": float(walls.max() / walls.min()),
-           "max_over_eps_0.1": float(walls.max() / base), "repeats": cfg["repeats"]}
+           "max_over_eps_0.1": float(walls.max() / base),
+           "steps_max_over_min": float(runs.max() / runs.min()), "repeats": cfg["repeats"]}
     if cfg["cost_split"]:
         split = [r["split"]["wall_seconds"] for r in rows]
         out["split_max_over_min"] = float(max(split) / min(split))
@@ -498,6 +502,8 @@ def _figure(data: dict, path: Path) -> None:
     e = [r["eps"] for r in cr]
     ax.loglog(e, [r["new"]["wall_seconds"] for r in cr], "o-", label="pp.solve (whole run)")
     ax.loglog(e, [r["new"]["setup_seconds"] for r in cr], "s--", mfc="none", label="set-up")
+    ax.loglog(e, [r["new"]["run_seconds"] for r in cr], "d-.", mfc="none",
+              label="the 100 steps alone")
     if all("split" in r for r in cr):
         ax.loglog(e, [r["split"]["wall_seconds"] for r in cr], "x:", label="split scheme")
     ax.set(xlabel="ε", ylabel="seconds", title="cost, 128², t = 1, Δt = 0.01")
@@ -566,7 +572,8 @@ def run(quick: bool, outdir: Path) -> dict:
            f", JumpLayer correction): {off_txt}" if off_txt else "")
         + "; cost 128^2 max/min "
         f"{cst['max_over_min']:.2f} (max / eps=0.1: {cst['max_over_eps_0.1']:.2f}) "
-        f"[bar <= {COST_BAR}: {'met' if cost_ok else 'NOT met'}]")
+        f"[bar <= {COST_BAR}, 100-step run with set-up: {'met' if cost_ok else 'NOT met'}]; "
+        f"the steps alone (long runs) {cst['steps_max_over_min']:.2f}")
     passed = bool(rep_ok and bz_ok and jump_ok and cost_ok)
     data = {"study": NAME, "date": started, "machine": machine_info(), "quick": quick,
             "config": cfg, "blas_threads": threads, "dts": DTS, "replicator_problem": REPLICATOR,
