@@ -20,8 +20,9 @@ once by ``scipy.sparse.linalg.expm_multiply`` (untimed) and checked against BDF 
 
 pde_popdyn's side. Two of its integrators, each as a user calls ``pp.solve``:
 
-* ``splitting="strang"`` (the default): the three exact sub-steps composed by Strang splitting,
-  second order in Δt, swept over Δt;
+* the default step (``integrator="ap"``, ``splitting="strang"``; the rows named ``strang``):
+  exact column propagators around the exact mutation step, composed by Strang splitting, second
+  order in Δt, swept over Δt;
 * ``integrator="uniformisation"`` (:mod:`pde_popdyn.unsplit`): no splitting; e^{tM} u is applied by
   uniformisation (a Poisson-weighted series of a non-negative matrix, cut at a 1e-17 tail), so
   the only error left is the spatial one and one step Δt = t_final suffices. Also timed with

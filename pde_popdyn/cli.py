@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         sol = solve(run.model, run.grid, run.f0, cfg.t_final, cfg.dt,
-                    splitting=cfg.splitting, scheme=cfg.scheme, save_every=cfg.save_every,
+                    splitting=cfg.splitting, integrator=cfg.integrator, scheme=cfg.scheme,
+                    save_every=cfg.save_every,
                     progress=False if args.quiet else None, output=h5, overwrite=args.force)
     except KeyboardInterrupt:
         print(f"\npde-popdyn: interrupted; {h5} holds the snapshots written so far "
@@ -150,7 +151,9 @@ def _info(args: argparse.Namespace) -> int:
           f"selection {model.get('selection')}, mutation {model.get('mutation')}")
     print(f"  preset: {preset['name'] + ' (rebuilt on load/resume)' if preset else 'none (a user-defined model: pass model= to resume)'}")
     print(f"  grid: {a.get('grid')}")
-    print(f"  scheme {a.get('scheme')!r}, splitting {a.get('splitting')!r}, dt = {a.get('dt')}, "
+    integ = f", integrator {a['integrator']!r}" if a.get("integrator") else ""
+    print(f"  scheme {a.get('scheme')!r}, splitting {a.get('splitting')!r}{integ}, "
+          f"dt = {a.get('dt')}, "
           f"save_every = {a.get('save_every')}, seed = {a.get('seed')}")
     dims = ", ".join(f"{k} = {v}" for k, v in s["dimensions"].items())
     print(f"  dimensions: {dims}")

@@ -30,7 +30,8 @@ a relative file path is taken from the config file's folder)::
     t_final = 5.0
     dt = 0.02
     save_every = 2                     # steps between snapshots (default: about 100)
-    splitting = "strang"               # "lie", "exact"
+    splitting = "strang"               # "lie"
+    integrator = "ap"                  # "split", "uniformisation"
     scheme = "fv"                      # "spectral"
     [output]
     figures = true
@@ -56,7 +57,8 @@ import numpy as np
 
 from .presets import build
 
-SPLITTINGS = ("strang", "lie", "exact")
+SPLITTINGS = ("strang", "lie", "exact")      # "exact": the first version's uniformisation
+INTEGRATORS = ("ap", "split", "uniformisation")
 SCHEMES = ("fv", "spectral")
 
 
@@ -82,6 +84,7 @@ class RunConfig:
     dt: float = 0.02
     save_every: int | None = None
     splitting: str = "strang"
+    integrator: str = "ap"
     scheme: str = "fv"
     figures: bool = True
     animation: bool | str = True
@@ -108,7 +111,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]] | None] = {
                 "function": ("function", (str,)), "args": ("args", (dict,))},
     "run": {"t_final": ("t_final", (int, float)), "dt": ("dt", (int, float)),
             "save_every": ("save_every", (int,)), "splitting": ("splitting", (str,)),
-            "scheme": ("scheme", (str,))},
+            "integrator": ("integrator", (str,)), "scheme": ("scheme", (str,))},
     "output": {"figures": ("figures", (bool,)), "animation": ("animation", (bool, str))},
 }
 _DEFAULT_LABELS = {f: (f"[{sec}] {key}" if sec else key)
@@ -204,7 +207,8 @@ def check(cfg: RunConfig) -> None:
     if cfg.save_every is not None and (not isinstance(cfg.save_every, int)
                                        or cfg.save_every < 1):
         raise _bad(cfg, "save_every", cfg.save_every, "must be a positive integer")
-    for name, options in (("splitting", SPLITTINGS), ("scheme", SCHEMES)):
+    for name, options in (("splitting", SPLITTINGS), ("integrator", INTEGRATORS),
+                          ("scheme", SCHEMES)):
         if getattr(cfg, name) not in options:
             raise _bad(cfg, name, getattr(cfg, name), f"must be one of {', '.join(options)}")
     for name in ("n_theta", "n_h"):

@@ -130,6 +130,8 @@ def test_presets_and_bad_input(tmp_path, capsys):
     ("[run]\nsave_every = 0", "[run] save_every = 0: must be a positive integer"),
     ("[run]\nsplitting = 'euler'", "[run] splitting = 'euler': must be one of strang, lie, exact"),
     ("[run]\nscheme = 'fd'", "[run] scheme = 'fd': must be one of fv, spectral"),
+    ("[run]\nintegrator = 'rk4'",
+     "[run] integrator = 'rk4': must be one of ap, split, uniformisation"),
     ("[grid]\nn_theta = 2", "[grid] n_theta = 2: must be an integer >= 3"),
     ("[grid]\nnodes = 'gauss'", "[grid] nodes = 'gauss': must be 'cells' or 'spectral'"),
     ("[output]\nanimation = 'avi'", "[output] animation = 'avi': must be true, false, 'gif' or 'mp4'"),
@@ -155,6 +157,21 @@ def test_config_maps_to_preset_grid_and_run(tmp_path):
     assert (cfg.preset, cfg.name, cfg.n_theta, cfg.n_h, cfg.t_final, cfg.dt, cfg.save_every,
             cfg.animation) == ("quadratic-bilevel", "small", 24, 16, 0.5, 0.03125, 2, False)
     assert cfg.params == {"eps": 0.05}
+
+
+def test_config_integrator_reaches_the_solver(tmp_path):
+    """[run] integrator = "uniformisation" runs the unsplit integrator, and the file says so."""
+    import h5py
+
+    config = tmp_path / "u.toml"
+    config.write_text(SMALL.replace("save_every = 2\n", "save_every = 2\nintegrator = "
+                                    "\"uniformisation\"\n").replace('name = "small"',
+                                                                     'name = "u"'))
+    assert cli.load_config(config).integrator == "uniformisation"
+    code = cli.main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    with h5py.File(tmp_path / "out" / "u.h5", "r") as f:
+        assert f.attrs["integrator"] == "uniformisation"
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["resume"], ["plot"], ["info"], ["presets"]])
