@@ -15,12 +15,11 @@ below 1e-17 (:mod:`pde_popdyn.fast.uniformisation`), so the step is exact in tim
 and Δt only sets how often states are saved. Renormalising u gives f, mass-exact. With selection
 and mutation off, P π = π column by column, so the discrete Gibbs state stays fixed.
 
-The cost of a step is about cτ sweeps of the grid and c grows like 1/ε: this integrator is the
-fast choice for moderate ε (no splitting error means a few large steps), while the split
-solver (the default ``integrator="split"``) is asymptotic-preserving and the one to use for
-small ε.
+The cost of a step is about cτ sweeps of the grid and c grows like 1/ε: with no splitting error
+a few large steps suffice at moderate ε, while the default integrator (``integrator="ap"``) is
+asymptotic-preserving, its cost does not grow as ε falls, and it is the one to use for small ε.
 :class:`UnsplitStep` refuses runs that would need more than ``max_sweeps`` sweeps and names the
-split solver instead.
+default integrator instead.
 """
 
 from __future__ import annotations
