@@ -24,7 +24,8 @@ def progress_enabled(progress: bool | None) -> bool:
     widget, or text without ipywidgets), and hides it elsewhere: in logs, pipes and CI.
     """
     if progress is not None:
-        return bool(progress)
+        from ._validate import flag
+        return flag("progress", progress)
     stream = sys.stderr
     try:
         tty = stream is not None and stream.isatty()

@@ -286,18 +286,24 @@ def _call(fn: Callable, kwargs: dict, label: str, what: str, args: tuple = ()) -
         return fn(*args, **kwargs)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{label}: {what}: {exc}") from None
+    except Exception as exc:      # the user's function failed otherwise: one line, no traceback
+        raise ValueError(f"{label}: {what} raised {type(exc).__name__}: {exc}") from None
 
 
 # -- rules by name ---------------------------------------------------------------------------
 _NOT_RULES = {"Grid", "Model", "Solution", "Ensemble", "SweepResult", "ConvergenceStudy"}
 
 
-def rule_classes() -> dict[str, type]:
-    """The public rule classes of pde_popdyn, by name: every class it exports except the
-    containers (grid, model, results), so that rules added later are found too."""
+def rule_classes(kind: type | None = None) -> dict[str, type]:
+    """The public rule classes of pde_popdyn, by name: every selection and mutation rule it
+    exports (``kind``: only the subclasses of that base), so that rules added later are found
+    too."""
     import pde_popdyn
-    return {n: getattr(pde_popdyn, n) for n in pde_popdyn.__all__
-            if inspect.isclass(getattr(pde_popdyn, n, None)) and n not in _NOT_RULES}
+    from .rules.base import MutationRule, SelectionRule
+    bases = (kind,) if kind is not None else (SelectionRule, MutationRule)
+    return {n: c for n in pde_popdyn.__all__
+            if inspect.isclass(c := getattr(pde_popdyn, n, None)) and n not in _NOT_RULES
+            and issubclass(c, bases)}
 
 
 def make_rule(table: dict, section: str) -> Any:
@@ -310,10 +316,12 @@ def make_rule(table: dict, section: str) -> Any:
             raise ValueError(f"[{section}] rule = {name!r} takes no arguments, got "
                              f"{', '.join(args)}")
         return None
-    classes = rule_classes()
+    from .rules.base import MutationRule, SelectionRule
+    kind = {"selection": SelectionRule, "mutation": MutationRule}.get(section)
+    classes = rule_classes(kind)
     if name not in classes:
-        raise ValueError(f"[{section}] rule = {name!r}: not a rule of pde_popdyn; the rules "
-                         f"are {', '.join(sorted(classes))} (or \"none\")")
+        raise ValueError(f"[{section}] rule = {name!r}: not a {section} rule of pde_popdyn; "
+                         f"they are {', '.join(sorted(classes))} (or \"none\")")
     shown = ", ".join(f"{k} = {v!r}" for k, v in args.items())
     return _call(classes[name], args, f"[{section}] rule = {name!r}" + (
         f" with {shown}" if shown else ""), name)

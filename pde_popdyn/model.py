@@ -88,7 +88,10 @@ def _check_quadratic(value: Any) -> tuple | None:
     K, center = value
     K = _check_h_function("quadratic K", K)
     if not callable(center):
-        c = np.asarray(center, dtype=float)
+        try:
+            c = np.asarray(center, dtype=float)
+        except (TypeError, ValueError):
+            c = np.full(2, np.nan)          # reported below
         if c.ndim > 1 or not np.all(np.isfinite(c)):
             raise ValueError(f"quadratic center must be a finite number, a 1-D array (θ ∈ "
                              f"R^d) or a callable center(h), got {_short(center)}")

@@ -104,7 +104,7 @@ def solve_reduced(model: Model, grid: Grid, rho0: Any, t_final: float, dt: float
         splitting = splitting or plan.attrs.get("splitting")
     splitting, _ = check_splitting(splitting or "strang", "split")
     scheme = scheme or "fv"
-    t_final, dt = check_common(model, grid, t_final, dt)
+    t_final, dt = check_common(model, grid, t_final, dt, progress)
     save_every = check_save_every(save_every)
     rho = _rho0(rho0, grid) if plan is None else plan.last
     system = ReducedSystem(model, grid, fitness=fitness, scheme=scheme, splitting=splitting)

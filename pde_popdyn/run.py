@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import numbers
 import signal
 import threading
 import time
@@ -243,6 +244,28 @@ def run(system, state, schedule: Schedule, *, trackers: Any = None, writer=None,
         raise
 
 
+class NonFiniteStateError(FloatingPointError, ValueError):
+    """The state of a run became NaN or infinite; the snapshots saved before are kept."""
+
+
+def _all_finite(state) -> bool:
+    """Whether a density array, or the agents' positions of a particle state, are finite
+    (other states are not checked)."""
+    if isinstance(state, np.ndarray):
+        return bool(np.isfinite(state).all())
+    return all(bool(np.isfinite(np.asarray(getattr(state, n))).all())
+               for n in ("theta", "h") if hasattr(state, n))
+
+
+def _non_finite(t_last: float, t: float) -> NonFiniteStateError:
+    return NonFiniteStateError(
+        f"the state became NaN or infinite between t={t_last:g} and t={t:g} (the snapshots up "
+        f"to t={t_last:g} are kept). Usual causes: exp overflows because the selection rate "
+        f"times the spread of the fitness times dt is in the hundreds (rescale the fitness or "
+        f"take a smaller dt), or the temperature or 1/eps is so large that the rates overflow; "
+        f"pass trackers=[pp.GuardTracker()] to stop such a run with a warning instead")
+
+
 def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -> RunRecord:
     tracks = as_trackers(trackers)
     if progress is not False:
@@ -300,6 +323,8 @@ def _loop(system, state, schedule: Schedule, trackers, writer, progress, desc) -
                     stop = "interrupted"
                 if stop is not None or k in save_set:
                     state = system.settle(state)
+                    if stop is None and not _all_finite(state):
+                        raise _non_finite(rec.t[-1], t)
                     save(k, state)
                     saved_last = k
                 if stop is not None:
@@ -475,6 +500,10 @@ def plan_resume(path, kind: str, *, model: Any = None, grid: Any = None, t_final
             raise ValueError(f"f0 differs from the initial state stored in {p}; resume with "
                              f"f0=None (or the first run's f0), or start a new run")
     t_last = float(record.t[-1])
+    if isinstance(t_final, bool) or not isinstance(t_final, numbers.Real) \
+            or not math.isfinite(t_final):
+        raise ValueError(f"t_final must be a finite number (the time to continue the run to), "
+                         f"got {t_final!r}")
     span = float(t_final) - t_last
     if not np.isfinite(span) or span < -1e-9 * stored_dt:
         raise ValueError(f"t_final={t_final!r} is before the last time {t_last!r} stored in "

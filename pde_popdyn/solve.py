@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import density_array, positive_float
+from ._validate import density_array, flag, positive_float
 from . import io
 from .equations import INTEGRATORS, JointSystem, check_scheme
 from .grid import Grid
@@ -16,13 +16,16 @@ from .run import SPLITTINGS, Schedule, finish_output, open_output, plan_resume, 
 from .solution import Solution
 
 
-def check_common(model: Any, grid: Any, t_final: Any, dt: Any) -> tuple[float, float]:
-    """The checks every grid entry point makes of its model, grid, final time and step."""
+def check_common(model: Any, grid: Any, t_final: Any, dt: Any,
+                 progress: Any = None) -> tuple[float, float]:
+    """The checks every grid entry point makes of its model, grid, final time, step and
+    ``progress`` flag."""
+    flag("progress", progress, allow_none=True)
     if not isinstance(model, Model):
         raise TypeError(f"model must be a pp.Model, got {type(model).__name__}")
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a pp.Grid, got {type(grid).__name__}")
-    t_final = positive_float("t_final", t_final, allow_zero=True)
+    t_final = positive_float("t_final", t_final, allow_zero=True, off_hint=False)
     dt = positive_float("dt", dt)
     return t_final, dt
 
@@ -141,6 +144,13 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         with ``.t`` (n_saved,), ``.f`` (n_saved, n_theta, n_h) and ``.stop_reason``
         ('t_final', 'steady_state', 'tracker', 'guard' or 'interrupted'); after ``resume``,
         the whole run, stored snapshots included.
+
+    Raises
+    ------
+    pde_popdyn.run.NonFiniteStateError
+        if the density becomes NaN or infinite (an overflowing rate): the file keeps the
+        snapshots saved before, with status 'failed'. A ``pp.GuardTracker()`` in ``trackers``
+        stops such a run with a warning instead.
     """
     plan = None
     if resume is not None:
@@ -157,7 +167,7 @@ def solve(model: Model, grid: Grid, f0: Any, t_final: float, dt: float, *,
         integrator = integrator or stored["integrator"]
     splitting, integrator = check_splitting(splitting or "strang", integrator or "ap")
     scheme = scheme or "fv"
-    t_final, dt = check_common(model, grid, t_final, dt)
+    t_final, dt = check_common(model, grid, t_final, dt, progress)
     check_scheme(scheme, grid)
     save_every = check_save_every(save_every)
     if plan is None:

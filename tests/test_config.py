@@ -124,7 +124,9 @@ def test_rules_override_a_preset_and_drop_its_theory(tmp_path):
 
 
 def test_rules_are_found_by_name_so_later_rules_need_no_cli_change(monkeypatch):
-    class Perturb:
+    from pde_popdyn.rules.base import MutationRule
+
+    class Perturb(MutationRule):          # a rule added later: found by its base class
         def __init__(self, scale=0.1):
             if scale <= 0:
                 raise ValueError(f"Perturb scale must be > 0, got {scale}")
@@ -137,9 +139,12 @@ def test_rules_are_found_by_name_so_later_rules_need_no_cli_change(monkeypatch):
     with pytest.raises(ValueError, match=re.escape(
             "[mutation] rule = 'Perturb' with scale = -1: Perturb: Perturb scale must be > 0")):
         make_rule({"rule": "Perturb", "scale": -1}, "mutation")
-    with pytest.raises(ValueError, match=r"\[selection\] rule = 'Tournament': not a rule of "
-                                         r"pde_popdyn; the rules are .*BoltzmannJump.*Perturb"):
-        make_rule({"rule": "Tournament"}, "selection")
+    with pytest.raises(ValueError, match=r"\[mutation\] rule = 'Tournament': not a mutation "
+                                         r"rule of pde_popdyn; they are .*Diffusion.*Perturb"):
+        make_rule({"rule": "Tournament"}, "mutation")
+    with pytest.raises(ValueError, match=r"not a selection rule of pde_popdyn; they are "
+                                         r"BoltzmannJump, PBT, Replicator, Truncation \("):
+        make_rule({"rule": "Perturb"}, "selection")        # a mutation rule, in [selection]
     assert isinstance(make_rule({"rule": "PBT", "interval": 0.5}, "selection"), pp.PBT)
 
 
@@ -157,7 +162,7 @@ def test_rules_are_found_by_name_so_later_rules_need_no_cli_change(monkeypatch):
      "[selection] rule = 'Replicator' with rate = -1.0: Replicator:"),
     ('model = "mymodel.py:make_model"\n[mutation]\nrule = "GaussianJump"\nstd = 0.1',
      "[mutation] rule = 'GaussianJump': mutation=GaussianJump acts at copy events"),
-    ('model = "mymodel.py:make_model"\n[selection]\nrule = "Grid"', "not a rule of pde_popdyn"),
+    ('model = "mymodel.py:make_model"\n[selection]\nrule = "Grid"', "not a selection rule of pde_popdyn"),
 ])
 def test_model_errors_name_the_key(model_file, text, message):
     cfg = load_config(write(model_file, text + "\n" + RUN))

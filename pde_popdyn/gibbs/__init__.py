@@ -215,6 +215,10 @@ def effective_fitness(model: Model, grid: Grid, method: str | Callable = "quadra
         tol = positive_float("tol", tol)
         _, val, err = _adaptive(model, grid, pts, alpha, True, method, tol, int(order), check)
     elif method == "gauss-hermite":
+        if isinstance(n_hermite, bool) or not isinstance(n_hermite, numbers.Integral) \
+                or n_hermite < 2:
+            raise ValueError(f"n_hermite must be an integer >= 2 (the number of Gauss–Hermite "
+                             f"nodes; default 80), got {n_hermite!r}")
         if check and not grid.theta_axis.periodic:
             _check_confined(model, grid, pts, _phi(model, grid.theta[:, None], pts))
         _, val, err = _gauss_hermite(model, grid, pts, alpha, True, int(n_hermite), fd_step)

@@ -38,6 +38,8 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     Raises :class:`OutputExistsError` (a FileExistsError and a ValueError) if it exists and
     ``overwrite`` is false, and ValueError if it names a directory or its folder is missing.
     """
+    from .._validate import flag
+    overwrite = flag("overwrite", overwrite)
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"output={str(p)!r} is a directory; give a file name such as "

@@ -113,7 +113,7 @@ def prepare(model, n, init, t_final, dt, *, seed, save_every, summary_every, fit
         raise ValueError(f"n must be >= 1 agent, got {n}")
     n = int(n)
     dt = positive_float("dt", dt)
-    t_final = positive_float("t_final", t_final, allow_zero=True)
+    t_final = positive_float("t_final", t_final, allow_zero=True, off_hint=False)
     if grid is not None and not isinstance(grid, Grid):
         raise TypeError(f"grid must be a pp.Grid or None, got {type(grid).__name__}")
     if save_every is not None:

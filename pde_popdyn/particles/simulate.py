@@ -10,6 +10,7 @@ import numpy as np
 from ..grid import Grid
 from ..model import Model
 from .. import io
+from .._validate import flag
 from ..run import finish_output, open_output, run
 from .ensemble import Ensemble
 from .options import sample_density
@@ -158,6 +159,8 @@ def simulate_particles(model: Model, n: int, init: Any, t_final: float, dt: floa
     function is called on chunks of 65536 agents, so its temporaries are small).
     """
 
+    flag("progress", progress, allow_none=True)
+    flag("overwrite", overwrite)
     args = dict(seed=seed, save_every=save_every, summary_every=summary_every,
                 fitness_mode=fitness_mode, window=window, window_kind=window_kind,
                 effective_fitness=effective_fitness, bandwidth=bandwidth, grid=grid,
