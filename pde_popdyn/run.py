@@ -39,6 +39,7 @@ import numbers
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,12 @@ class Schedule:
             if abs(t0 / dt_eff - round(t0 / dt_eff)) > 1e-9 * max(1.0, t0 / dt_eff):
                 raise ValueError(f"the run starts at t0={t0!r}, which is not on the step grid "
                                  f"interval/{per}; resume from a generation time")
+            if span > 0 and math.floor(t_final / interval * (1 + 1e-12)) * interval \
+                    <= t0 + 1e-12 * max(1.0, abs(t0)):
+                warnings.warn(f"no generation falls in this run: generations come every "
+                              f"interval={interval!r} and the run goes from t={t0:g} to "
+                              f"t={t_final:g}, so selection never acts; take a longer t_final "
+                              f"or a shorter interval", UserWarning, stacklevel=4)
         if save_every is None:
             save_every = max(1, n // 100)
         return cls(t0=t0, dt=dt_eff, n_steps=n, save_every=int(save_every), interval=interval)

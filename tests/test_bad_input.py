@@ -115,3 +115,15 @@ def test_config_model_function_errors_are_one_line(tmp_path, capsys):
     listed = msg.split("they are")[1]
     assert "not a selection rule" in msg and "Replicator" in listed and "Tracker" not in listed
     assert "Diffusion" not in listed                     # mutation rules go in [mutation]
+
+
+def test_a_run_shorter_than_a_pbt_interval_warns(case):
+    grid, f0 = case
+    pbt = model(selection=pp.PBT(interval=5.0, fraction=0.2), mutation=pp.GaussianJump(0.1))
+    with pytest.warns(UserWarning, match="no generation falls in this run"):
+        pp.solve(pbt, grid, f0, 0.1, 0.05, progress=False)
+    short = model(selection=pp.PBT(interval=0.05, fraction=0.2), mutation=pp.GaussianJump(0.1))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)      # a generation at t = 0.05: no warning
+        pp.solve(short, grid, f0, 0.1, 0.05, progress=False)
