@@ -127,3 +127,15 @@ def test_a_run_shorter_than_a_pbt_interval_warns(case):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)      # a generation at t = 0.05: no warning
         pp.solve(short, grid, f0, 0.1, 0.05, progress=False)
+
+
+def test_particle_gradient_is_checked_on_every_path(case):
+    grid, f0 = case
+    quad = model(quadratic=(1.0, pp.AffineCenter()))
+    with pytest.raises(ValueError, match="gradient='x' is not known"):
+        pp.simulate_particles(quad, 10, f0, 0.02, 0.01, grid=grid, gradient="x")
+    with pytest.raises(ValueError, match="is not used by fast='ou'"):
+        pp.simulate_particles(quad, 10, f0, 0.02, 0.01, grid=grid, gradient="central")
+    ens = pp.simulate_particles(quad, 10, f0, 0.02, 0.01, grid=grid, gradient="central",
+                                fast="euler", seed=1)
+    assert np.isfinite(ens.h).all()

@@ -231,6 +231,13 @@ def prepare(model, n, init, t_final, dt, *, seed, save_every, summary_every, fit
     if fast == "ou" and model.quadratic is None:
         raise ValueError("fast='ou' needs a quadratic loss declared with "
                          "pp.Model(..., quadratic=(K, center)); use fast='euler' or 'mala'")
+    if not (gradient is None or gradient == "central" or callable(gradient)):
+        raise ValueError(f"gradient={gradient!r} is not known; use None, 'central' or a "
+                         f"callable gradient(theta, h, rng)")
+    if gradient is not None and fast == "ou":
+        raise ValueError(f"gradient={gradient!r} is not used by fast='ou' (the exact "
+                         f"Ornstein–Uhlenbeck step of the declared quadratic loss); pass "
+                         f"fast='euler' to step with that gradient, or leave gradient=None")
     grad_source = None
     if fast in ("euler", "mala"):
         if gradient is None:
