@@ -139,3 +139,12 @@ def test_particle_gradient_is_checked_on_every_path(case):
     ens = pp.simulate_particles(quad, 10, f0, 0.02, 0.01, grid=grid, gradient="central",
                                 fast="euler", seed=1)
     assert np.isfinite(ens.h).all()
+
+
+def test_a_nan_loss_is_named_when_the_agents_blow_up(case):
+    grid, f0 = case
+    bad = model(loss=lambda th, h: np.where(h > 0.0, np.nan, 0.5 * (th - h) ** 2),
+                loss_grad=None)
+    with pytest.raises(FloatingPointError, match="the loss itself is nan at θ = 0"):
+        pp.simulate_particles(bad, 50, f0, 0.05, 0.01, grid=grid, gradient="central",
+                              seed=0, check=False)

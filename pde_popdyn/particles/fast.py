@@ -122,9 +122,29 @@ class FastStep:
         if method != "ou" and not np.isfinite(P.theta).all():
             raise FloatingPointError(
                 f"θ became non-finite in the fast step (method {method!r}, step "
-                f"m·Δt/ε/substeps = {np.max(mob) * tau / (m.eps * self.o['substeps']):.3g}); "
-                f"the explicit step is unstable for this loss: increase substeps=, use "
-                f"fast='mala', or declare Model(quadratic=...) for the exact OU step")
+                f"m·Δt/ε/substeps = {np.max(mob) * tau / (m.eps * self.o['substeps']):.3g})"
+                f"{self._loss_hint(P)}: the explicit step is unstable for this loss: increase "
+                f"substeps=, use fast='mala', or declare Model(quadratic=...) for the exact OU "
+                f"step")
+
+    def _loss_hint(self, P) -> str:
+        """A note for the non-finite θ message when the loss itself is not finite at the
+        agents' h (probed at θ = 0): then the model, not the step size, is the likely cause."""
+        bad = ~np.isfinite(P.theta)
+        if bad.ndim > 1:
+            bad = bad.any(axis=1)
+        hb = P.h[bad]
+        try:
+            with np.errstate(all="ignore"):
+                L = np.asarray(self.model.loss(np.zeros_like(P.theta[bad]), hb), dtype=float)
+        except Exception:             # the probe is a hint only
+            return ""
+        L = np.broadcast_to(L, hb.shape[:1])
+        if np.isfinite(L).all():
+            return ""
+        i = int(np.flatnonzero(~np.isfinite(L))[0])
+        return (f"; the loss itself is {L[i]} at θ = 0, h = {np.ravel(hb[i])[0]:.4g}, so check "
+                f"that the model's loss is finite where the agents go; if it is")
 
     def _mala(self, P, s, Tc, noise_scale, nsub) -> None:
         loss = self.model.loss
