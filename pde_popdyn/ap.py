@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fast._column_kernels import gth_solve
+from .fast._column_kernels import gth_solve_cols
 from .fast._tridiag_kernels import shifted_solves
 from .fast._uniformised import Uniformised
 from .fast.columns import ColumnGenerator, ColumnPropagator
@@ -386,7 +386,7 @@ class JumpLayer:
         mass = float(fc.sum())
         op, lam = self.gen.op, self.lam
         mf = self.mapping(f).reshape(fc.shape)
-        r = lam * gth_solve(op.up.T, op.down.T, np.full(fc.T.shape, lam), mf.T).T
+        r = lam * gth_solve_cols(op.up, op.down, np.full(fc.shape, lam), mf)
         x = fc - r
         T = x - self._P(x)
         if not mass > 0 or np.abs(T).sum() <= self.ON_MANIFOLD * mass:

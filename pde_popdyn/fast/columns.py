@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._column_kernels import HAVE_NUMBA, banded_series, gibbs_sums, gth_solve, warm_up
+from ._column_kernels import HAVE_NUMBA, banded_series, gibbs_sums, gth_solve_cols, warm_up
 from ._column_kernels import matvec as _matvec
 from .blas import one_blas_thread as blas_single_thread
 from .fv import _PHI_STEP_MAX, _PROJ_MARGIN
@@ -471,8 +471,8 @@ class ColumnPropagator:
         op = self.gen.op
         cols = self.cols[loc]
         mass = g.sum(axis=0)
-        kill = np.full((loc.size, self.gen.n), lam)
-        y = gth_solve(op.up[:, cols].T, op.down[:, cols].T, kill, g.T).T
+        kill = np.full((self.gen.n, loc.size), lam)
+        y = gth_solve_cols(op.up[:, cols], op.down[:, cols], kill, g)
         x = y - self.gibbs[:, loc] * (np.exp(-lam * t) * y.sum(axis=0))
         ok = np.ones(loc.size, dtype=bool)
         sub = np.flatnonzero(self.cond[loc])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._column_kernels import gth_solve, top_two_eigenvalues
+from ._column_kernels import gth_solve_cols, top_two_eigenvalues
 
 _PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
 _PERRON_ITER = 200
@@ -140,32 +140,33 @@ class ColumnGenerator:
         ok = np.ones(cols.size, dtype=bool)
         work = np.flatnonzero(~self.flat[cols])
         if work.size and not self.periodic:
+            # in the solver's layout (n, k): no transposed copies between the iterations
             wc = cols[work]
-            up, down = self.op.up[:, wc].T, self.op.down[:, wc].T
-            kill = -self.dp[:, wc].T
-            x, z = r[:, work].T.copy(), l[:, work].T.copy()
+            up, down, kill, x, z = (np.ascontiguousarray(a) for a in (
+                self.op.up[:, wc], self.op.down[:, wc], -self.dp[:, wc], r[:, work],
+                l[:, work]))
             done = np.zeros(work.size, dtype=bool)
             if shifted:
                 top = self.top()[wc]
                 # σ above λ₀ by more than the bisection's accuracy: rate (σ − λ₀)/(σ − λ₁)
                 sigma = top + np.maximum(1e-3 * np.abs(top), 10.0 * self._top_tol[wc])
-                kill_s = kill + sigma[:, None]      # may be < 0: plain elimination then
+                kill_s = kill + sigma[None, :]      # may be < 0: plain elimination then
                 for _ in range(2):
-                    x = np.abs(gth_solve(up, down, kill_s, x))
-                    x /= x.sum(axis=1, keepdims=True)
-                    z = np.abs(gth_solve(up, down, kill_s, z, transpose=True))
-                    z /= z.max(axis=1, keepdims=True)
+                    x = np.abs(gth_solve_cols(up, down, kill_s, x))
+                    x /= x.sum(axis=0)
+                    z = np.abs(gth_solve_cols(up, down, kill_s, z, transpose=True))
+                    z /= z.max(axis=0)
             for _ in range(_PERRON_ITER):
-                xn = gth_solve(up, down, kill, x)
-                xn /= xn.sum(axis=1, keepdims=True)
-                zn = gth_solve(up, down, kill, z, transpose=True)
-                zn /= zn.max(axis=1, keepdims=True)
-                done = ((np.abs(xn - x) <= tol * xn).all(axis=1)
-                        & (np.abs(zn - z) <= tol * zn).all(axis=1))
+                xn = gth_solve_cols(up, down, kill, x)
+                xn /= xn.sum(axis=0)
+                zn = gth_solve_cols(up, down, kill, z, transpose=True)
+                zn /= zn.max(axis=0)
+                done = ((np.abs(xn - x) <= tol * xn).all(axis=0)
+                        & (np.abs(zn - z) <= tol * zn).all(axis=0))
                 x, z = xn, zn
                 if done.all():
                     break
-            r[:, work], l[:, work] = x.T, z.T
+            r[:, work], l[:, work] = x, z
             ok[work] = done
         elif work.size:                       # periodic θ: left to the dense branch
             ok[work] = False
