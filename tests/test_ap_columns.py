@@ -265,6 +265,29 @@ def test_both_top_eigenvalues_of_all_columns_match_the_per_column_bisection(ncol
     assert (got[:, 0] >= got[:, 1]).all()
 
 
+def test_narrowed_brackets_give_the_same_eigenvalues_and_survive_wrong_bounds():
+    """Bounds narrow the bisection (the gap of the stiff set-up brackets λ₀ and λ₁ by Ritz
+    values): the eigenvalues stay within the tolerance of LAPACK's; a lower bound above the
+    eigenvalue, or an upper one below it, is caught and that column bisected again."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from pde_popdyn.fast._column_kernels import top_eigenvalues_cols
+    rng = np.random.default_rng(7)
+    ncol, n = 23, 31
+    diag = -rng.random((n, ncol)) * 10.0 ** rng.uniform(-1, 3, (1, ncol))
+    off = rng.random((n - 1, ncol)) * 10.0 ** rng.uniform(-1, 2, (1, ncol))
+    ev = np.array([eigvalsh_tridiagonal(diag[:, j], off[:, j])[::-1][:2] for j in range(ncol)])
+    width = np.abs(diag).max(axis=0) + 2 * off.max(axis=0)
+    good = ev - 0.1 * np.abs(ev) - 1.0
+    bad = good.copy()
+    bad[::3, 0] = ev[::3, 0] + 0.5 * np.abs(ev[::3, 0]) + 0.1     # above λ₀: does not hold
+    bad[1::3, 1] = ev[1::3, 1] + 0.01 * np.abs(ev[1::3, 1]) + 1e-3  # above λ₁
+    upper = np.where(np.arange(ncol) % 4 == 2, ev[:, 0] - 1.0, 0.0)  # below λ₀ on some
+    for lower, up in ((good, np.zeros(ncol)), (bad, upper)):
+        got = top_eigenvalues_cols(diag, off, lower=lower, upper=up)
+        assert np.all(np.abs(got - ev) <= 3e-12 * width[:, None])
+
+
 def _gth_per_column(up, down, kill, b, transpose):
     """The GTH recurrence column by column, as the kernel did before it ran the columns side
     by side (layout (ncol, ·))."""

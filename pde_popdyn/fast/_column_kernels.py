@@ -222,6 +222,46 @@ def _top_vec_py(a, b2, lo, hi, tol, r):
     return out
 
 
+def _normalise_step_py(xn, x, tol, by_sum, absolute):
+    """One step of the Perron iteration's bookkeeping, per column j of xn (n, ncol), in place:
+    xn ← |xn| (if ``absolute``), then xn_j /= Σ xn_j (``by_sum``) or max xn_j; returns
+    done_j = [|xn − x| ≤ tol·xn everywhere in column j]. The same arithmetic as the numpy
+    expressions it replaces (sums taken row after row), in one pass per part instead of six
+    temporaries."""
+    n, ncol = xn.shape
+    scale = np.zeros(ncol)
+    if absolute:
+        for p in range(n):
+            for j in range(ncol):
+                xn[p, j] = abs(xn[p, j])
+    if by_sum:
+        for p in range(n):
+            for j in range(ncol):
+                scale[j] += xn[p, j]
+    else:
+        for j in range(ncol):
+            scale[j] = xn[0, j]
+        for p in range(1, n):
+            for j in range(ncol):
+                scale[j] = max(scale[j], xn[p, j])
+    bad = np.zeros(ncol)
+    for p in range(n):
+        for j in range(ncol):
+            v = xn[p, j] / scale[j]
+            xn[p, j] = v
+            bad[j] += not (abs(v - x[p, j]) <= tol * v)
+    done = np.empty(ncol, dtype=np.bool_)
+    for j in range(ncol):
+        done[j] = bad[j] == 0.0
+    return done
+
+
+def normalise_step(xn, x, tol: float, by_sum: bool, absolute: bool = False) -> np.ndarray:
+    """:func:`_normalise_step_py` (xn C-contiguous float64, changed in place)."""
+    return (_normalise_step_nb if HAVE_NUMBA else _normalise_step_py)(
+        xn, np.ascontiguousarray(x, dtype=np.float64), float(tol), bool(by_sum), bool(absolute))
+
+
 def _gibbs_sums_py(g, pi, weight, q, a, s):
     """Per column j of g (n, ncol): q_j = Σ_{g>0} g²/π (inf where π = 0 < g), a_j = Σ|g|,
     s_j = Σ weight·g (one pass; the sums of ``ColumnPropagator._near_gibbs``)."""
@@ -258,6 +298,8 @@ if HAVE_NUMBA:
     _gth_solve_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(
         _gth_solve_py)
     _gibbs_sums_nb = numba.njit(cache=True, nogil=True)(_gibbs_sums_py)
+    _normalise_step_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(
+        _normalise_step_py)
 
 
 def banded_series(stay: np.ndarray, pu: np.ndarray, pd: np.ndarray, puw: np.ndarray,
@@ -321,30 +363,64 @@ def top_two_eigenvalues(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
     """The two largest eigenvalues (λ₀ ≥ λ₁) of symmetric tridiagonal matrices, per row of
     ``diag`` (ncol, n) and ``off`` (ncol, n−1), by bisection on Sturm counts from the
     Gershgorin bracket, to ``rtol`` times the width of that bracket. Returns (ncol, 2), or
-    (ncol, 1) with λ₀ alone for ``count=1``."""
-    diag = np.ascontiguousarray(diag, dtype=np.float64)
-    off = np.ascontiguousarray(off, dtype=np.float64)
-    radius = np.zeros_like(diag)
-    radius[:, 1:] += np.abs(off)
-    radius[:, :-1] += np.abs(off)
-    lo = (diag - radius).min(axis=1) - 1e-300
-    hi = (diag + radius).max(axis=1) + 1e-300
+    (ncol, 1) with λ₀ alone for ``count=1``. (:func:`top_eigenvalues_cols` in the solver's
+    layout, with optional bounds.)"""
+    return top_eigenvalues_cols(np.asarray(diag).T, np.asarray(off).T, rtol, count)
+
+
+def top_eigenvalues_cols(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
+                         count: int = 2, lower: np.ndarray | None = None,
+                         upper: np.ndarray | None = None) -> np.ndarray:
+    """:func:`top_two_eigenvalues` in the solver's layout: ``diag`` (n, ncol) and ``off``
+    (n−1, ncol); returns (ncol, count).
+
+    All columns are bisected at once, one eigenvalue after the other: the same midpoints as
+    the column-by-column bisection (so the same values bit for bit), with the Sturm recurrence
+    vectorised over the columns (15× faster at 128²).
+
+    ``lower`` (ncol, count) and ``upper`` (ncol,) narrow the brackets where the caller knows
+    bounds (λ_r ≥ lower[:, r], λ₀ ≤ upper, and then λ₁ ≤ λ₀ as well): fewer bisection steps
+    to the same accuracy (the midpoints, and the last bits, differ). A column whose result
+    lands on a narrowed end (a bound that did not hold) is bisected again from the Gershgorin
+    bracket."""
+    a = np.ascontiguousarray(diag, dtype=np.float64)
+    off = np.asarray(off, dtype=np.float64)
+    b2 = np.ascontiguousarray(off * off)
+    radius = np.zeros_like(a)
+    radius[1:] += np.abs(off)
+    radius[:-1] += np.abs(off)
+    lo = (a - radius).min(axis=0) - 1e-300
+    hi = (a + radius).max(axis=0) + 1e-300
     span = hi - lo
     lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
-    out = np.empty((diag.shape[0], count))
+    out = np.empty((a.shape[1], count))
     tol = rtol * (hi - lo)
-    if HAVE_NUMBA or count == 1:
-        # all columns bisected at once, one eigenvalue after the other: the same midpoints
-        # as the column-by-column bisection (so the same values bit for bit), with the Sturm
-        # recurrence vectorised over the columns (15× faster at 128²). Resolved columns still
-        # run the recurrence at their last midpoint, which in the plain-Python kernel must not
-        # trip numpy's error settings.
-        a, b2 = np.ascontiguousarray(diag.T), np.ascontiguousarray((off * off).T)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for r in range(count):
-                out[:, r] = (_top_vec_nb if HAVE_NUMBA else _top_vec_py)(a, b2, lo, hi, tol, r)
+    if not HAVE_NUMBA and count == 2:    # pragma: no cover - without numba
+        _top_two_py(np.ascontiguousarray(a.T), np.ascontiguousarray(b2.T), lo, hi, tol, out)
         return out
-    _top_two_py(diag, off * off, lo, hi, tol, out)   # pragma: no cover - without numba
+    kernel = _top_vec_nb if HAVE_NUMBA else _top_vec_py
+    narrow = lower is not None or upper is not None
+    # resolved columns still run the recurrence at their last midpoint, which in the
+    # plain-Python kernel must not trip numpy's error settings
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for r in range(count):
+            if not narrow:
+                out[:, r] = kernel(a, b2, lo, hi, tol, r)
+                continue
+            hi_r = hi
+            if upper is not None or r > 0:
+                top = np.asarray(upper, dtype=float) if r == 0 else out[:, 0]
+                hi_r = np.clip(top + tol, lo, hi)
+            lo_r = lo if lower is None else np.clip(np.asarray(lower, dtype=float)[:, r],
+                                                    lo, hi_r)
+            out[:, r] = kernel(a, b2, lo_r, hi_r, tol, r)
+            # a bound that did not hold leaves the result at the narrowed end
+            redo = np.flatnonzero(((out[:, r] - lo_r <= tol) & (lo_r > lo))
+                                  | ((hi_r - out[:, r] <= tol) & (hi_r < hi)))
+            if redo.size:
+                out[redo, r] = kernel(np.ascontiguousarray(a[:, redo]),
+                                      np.ascontiguousarray(b2[:, redo]), lo[redo], hi[redo],
+                                      tol[redo], r)
     return out
 
 
@@ -363,6 +439,7 @@ def warm_up() -> None:
     x = np.ones((2, 3))
     banded_series(x, x[:, :2], x[:, :2], x[:, 0], x[:, 0], False, x[:1], x[:1])
     gth_solve(x[:, :2], x[:, :2], x, x)
+    normalise_step(np.ones((3, 2)), np.ones((3, 2)), 1e-14, True)
     top_two_eigenvalues(-x, x[:, :2])
     top_two_eigenvalues(-x, x[:, :2], count=1)
     y = np.ones((3, 2))

@@ -5,7 +5,7 @@ import numpy as np
 from benchmarks import study_ap as ap
 
 
-def test_cost_reports_the_whole_run_and_the_steps_alone():
+def test_cost_reports_the_whole_run_the_steps_alone_and_the_set_up():
     cfg = {"cost_eps": (1e-1, 1e-5), "repeats": 1, "cost_split": False}
     out = ap.cost(cfg)
     walls = [r["new"]["wall_seconds"] for r in out["rows"]]
@@ -13,6 +13,9 @@ def test_cost_reports_the_whole_run_and_the_steps_alone():
     setups = [r["new"]["setup_seconds"] for r in out["rows"]]
     assert np.isclose(out["max_over_min"], max(walls) / min(walls))
     assert np.isclose(out["steps_max_over_min"], max(runs) / min(runs))
+    # part by part against ε = 0.1 (the first row)
+    assert np.isclose(out["steps_max_over_eps_0.1"], max(runs) / runs[0])
+    assert np.isclose(out["setup_max_over_eps_0.1"], max(setups) / setups[0])
     # the steps and the set-up are parts of the whole run
     assert all(0 < r < w and 0 < s < w for r, s, w in zip(runs, setups, walls))
     assert out["rows"][0]["new"]["fast_step"]["rational"] > 0        # ε = 0.1: rational branch
