@@ -409,8 +409,10 @@ def top_eigenvalues_cols(diag: np.ndarray, off: np.ndarray, rtol: float = 1e-12,
                 continue
             hi_r = hi
             if upper is not None or r > 0:
+                # 4 tol above the bound: an eigenvalue on the bound itself (λ₀ = 0 on a
+                # constant-d column) is not mistaken for a bound that failed
                 top = np.asarray(upper, dtype=float) if r == 0 else out[:, 0]
-                hi_r = np.clip(top + tol, lo, hi)
+                hi_r = np.clip(top + 4.0 * tol, lo, hi)
             lo_r = lo if lower is None else np.clip(np.asarray(lower, dtype=float)[:, r],
                                                     lo, hi_r)
             out[:, r] = kernel(a, b2, lo_r, hi_r, tol, r)
