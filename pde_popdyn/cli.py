@@ -99,11 +99,18 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     wall = time.perf_counter() - t0
-    print_summary(sol, run, wall)
-    print(f"  snapshots written to {h5} ({len(sol.t)} snapshots)")
-    if cfg.figures:
-        for path in make_figures(sol, run.problem, out, cfg.name, animation=cfg.animation):
-            print(f"  figure written to {path}")
+    try:
+        print_summary(sol, run, wall)
+        print(f"  snapshots written to {h5} ({len(sol.t)} snapshots)")
+        if cfg.figures:
+            for path in make_figures(sol, run.problem, out, cfg.name, animation=cfg.animation):
+                print(f"  figure written to {path}")
+    except KeyboardInterrupt:
+        # the run had finished and its file is closed: only the report is cut short
+        print(f"\npde-popdyn: interrupted after the run; {h5} is complete "
+              f"({len(sol.t)} snapshots); draw its figures with: pde-popdyn plot {h5}",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -303,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             code = _dispatch(argv)
         finally:  # a closed pipe shows here (also after --help), inside the handler below
             sys.stdout.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run (loading, a summary, figures): no traceback; a run's own
+        # interruption is reported by its command, with what the file holds
+        print("\npde-popdyn: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader of our output went away (``pde-popdyn info FILE | head``): stop quietly.
         # stdout now points to /dev/null so that the interpreter's final flush cannot fail

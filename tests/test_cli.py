@@ -76,6 +76,32 @@ def test_run_refuses_to_overwrite_without_force(small_run):
     assert pp.load(h5).t[-1] == 0.25
 
 
+def test_ctrl_c_after_the_run_or_in_another_command_exits_130_without_a_traceback(
+        small_run, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C that lands after the run has finished (in its summary) keeps the complete file
+    and says so; one in another command (here `info`) just stops it: exit 130, one line, no
+    traceback."""
+    tmp, _, _ = small_run
+    quick = tmp_path / "quick.toml"
+    quick.write_text(SMALL.replace("animation = false", "figures = false"))
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "print_summary", interrupt)
+    code = cli.main(["run", str(quick), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    h5 = tmp_path / "out" / "small.h5"
+    assert code == 130 and "interrupted after the run" in err and "is complete" in err
+    assert "Traceback" not in err
+    sol = pp.load(h5)
+    assert sol.t[-1] == 0.5 and sol.info["file_attrs"]["status"] == "complete"
+    # elsewhere (loading a file, drawing figures) main() stops with one line
+    monkeypatch.setattr(cli, "_dispatch", interrupt)
+    assert cli.main(["info", str(h5)]) == 130
+    assert capsys.readouterr().err.strip() == "pde-popdyn: interrupted"
+
+
 def test_info_resume_and_plot(small_run, tmp_path):
     h5 = tmp_path / "small.h5"
     h5.write_bytes((small_run[0] / "pristine.h5").read_bytes())
