@@ -206,6 +206,17 @@ def test_kernels_against_numpy():
         np.testing.assert_allclose(top[j], ev[::-1][:2], rtol=0, atol=1e-9 * 130)
 
 
+def _gershgorin(diag, off):
+    """The bisection's starting bracket per row of (diag, off), widened as the kernel does."""
+    radius = np.zeros_like(diag)
+    radius[:, 1:] += off
+    radius[:, :-1] += off
+    lo = (diag - radius).min(axis=1) - 1e-300
+    hi = (diag + radius).max(axis=1) + 1e-300
+    span = hi - lo
+    return lo - 1e-12 * span, hi + 1e-12 * span
+
+
 @pytest.mark.parametrize("ncol", [1, 5, 37])     # 37: the compiled loops' vector body and tail
 def test_top_eigenvalue_of_all_columns_at_once_matches_the_per_column_bisection(ncol):
     """λ₀ alone (count=1) is bisected for all columns at once: the same midpoints as the
@@ -222,13 +233,7 @@ def test_top_eigenvalue_of_all_columns_at_once_matches_the_per_column_bisection(
     off[0, 3:6] = 0.0
     for rtol in (1e-10, 1e-12):
         got = top_two_eigenvalues(diag, off, rtol=rtol, count=1)[:, 0]
-        radius = np.zeros_like(diag)
-        radius[:, 1:] += off
-        radius[:, :-1] += off
-        lo = (diag - radius).min(axis=1) - 1e-300
-        hi = (diag + radius).max(axis=1) + 1e-300
-        span = hi - lo
-        lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
+        lo, hi = _gershgorin(diag, off)
         one = np.empty((ncol, 1))
         K._top_two_py(diag, off * off, lo, hi, rtol * (hi - lo), one)
         np.testing.assert_array_equal(got, one[:, 0])
@@ -252,13 +257,7 @@ def test_both_top_eigenvalues_of_all_columns_match_the_per_column_bisection(ncol
     off = rng.random((ncol, n - 1)) * 10.0 ** rng.uniform(-2, 2, (ncol, 1))
     off[0, 4:7] = 0.0                      # a matrix split into blocks
     got = top_two_eigenvalues(diag, off)
-    radius = np.zeros_like(diag)
-    radius[:, 1:] += off
-    radius[:, :-1] += off
-    lo = (diag - radius).min(axis=1) - 1e-300
-    hi = (diag + radius).max(axis=1) + 1e-300
-    span = hi - lo
-    lo, hi = lo - 1e-12 * span, hi + 1e-12 * span
+    lo, hi = _gershgorin(diag, off)
     ref = np.empty((ncol, 2))
     K._top_two_py(diag, off * off, lo, hi, 1e-12 * (hi - lo), ref)
     np.testing.assert_array_equal(got, ref)
