@@ -154,7 +154,8 @@ def print_summary(sol, run, wall: float) -> None:
         _theory_summary(sol, run.problem, grid, wall)
     else:
         _plain_summary(sol, run, grid, wall)
-    print(f"\n  mass drift {np.abs(sol.mass - 1).max():.1e}; min f = {sol.f.min():.1e}")
+    # (+ 0.0: a clipped round-off value is stored as −0.0, which would print as "-0.0e+00")
+    print(f"\n  mass drift {np.abs(sol.mass - 1).max():.1e}; min f = {sol.f.min() + 0.0:.1e}")
 
 
 def _theory_summary(sol, prob, grid, wall: float) -> None:
