@@ -55,7 +55,7 @@ def test_a_run_that_overflows_raises_and_keeps_its_snapshots(case, tmp_path):
     bad = model(fitness=lambda th, h: 1e50 * (1 + th ** 2))
     path = tmp_path / "nan.h5"
     with pytest.raises(NonFiniteStateError, match="became NaN or infinite") as err, \
-            np.errstate(all="ignore"):
+            pytest.warns(RuntimeWarning, match="Rescale the fitness"), np.errstate(all="ignore"):
         pp.solve(bad, grid, f0, 1.0, 0.01, progress=False, output=path, save_every=10)
     msg = str(err.value)
     assert "selection rate times the spread of the fitness" in msg
@@ -66,7 +66,8 @@ def test_a_run_that_overflows_raises_and_keeps_its_snapshots(case, tmp_path):
         assert np.isfinite(f["density"][:]).all() and times[0] == 0.0 and times.size < 10
         assert f"the snapshots up to t={times[-1]:g} are kept" in msg
     # a GuardTracker still stops such a run with a warning instead
-    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="GuardTracker"):
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="GuardTracker"), \
+            pytest.warns(RuntimeWarning, match="Rescale the fitness"):
         sol = pp.solve(bad, grid, f0, 1.0, 0.01, progress=False, save_every=10,
                        trackers=[pp.GuardTracker()])
     assert sol.stop_reason == "guard"
@@ -152,3 +153,21 @@ def test_a_nan_loss_is_named_when_the_agents_blow_up(case):
     with pytest.raises(FloatingPointError, match="the loss itself is nan at θ = 0"):
         pp.simulate_particles(bad, 50, f0, 0.05, 0.01, grid=grid, gradient="central",
                               seed=0, check=False)
+
+
+def test_a_selection_spread_beyond_the_eigenvalue_accuracy_warns(case):
+    """κ·ΔF far above the fast rates: the fast step's eigenvalues are bisected to 1e-12 of the
+    spread, coarser than those rates, and results go wrong (F = θ², κ = 1e16 puts E[h] in the
+    other well); the solver warns, naming the fix. At κ = 100 it stays silent."""
+    import warnings
+
+    grid, f0 = case
+    sym = dict(fitness=lambda th, h: th ** 2)
+    with pytest.warns(RuntimeWarning, match="Rescale the fitness or lower the selection rate"), \
+            np.errstate(all="ignore"):
+        pp.solve(model(selection=pp.Replicator(1e16), **sym), grid, f0, 0.05, 0.01,
+                 progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pp.solve(model(selection=pp.Replicator(100.0), **sym), grid, f0, 0.05, 0.01,
+                 progress=False)

@@ -4,12 +4,17 @@ vectors (inverse iteration by GTH elimination). See :mod:`pde_popdyn.fast.column
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._column_kernels import gth_solve_cols, normalise_step, top_eigenvalues_cols
 
 _PERRON_TOL = 1e-14        # inverse iteration: relative change of every entry
 _PERRON_ITER = 200
+#: the eigenvalues are bisected to 1e-12 of a column's spectral range; beyond this ratio of
+#: the selection term's spread to the fast rates their error exceeds 10 % of those rates
+_SPREAD_RATIO_MAX = 1e11
 
 
 class ColumnGenerator:
@@ -33,6 +38,17 @@ class ColumnGenerator:
         self.flat = ~(self.dp < 0).any(axis=0)          # constant d: Perron data (π, 1, d̂)
         self.out = op.out_rate - self.dp                # −diag(G − d̂) ≥ 0
         self.c = self.out.max(axis=0) * 1.000001 + 1e-300   # uniformisation rate per column
+        ratio = float(np.max((-self.dp).max(axis=0) / (op.out_rate.max(axis=0) + 1e-300),
+                             initial=0.0))
+        if ratio > _SPREAD_RATIO_MAX:
+            warnings.warn(
+                f"the selection term's spread in an h-column, κ·(max F − min F), is "
+                f"{ratio:.1e} times the fast dynamics' largest rate: the fast step's "
+                f"eigenvalues are then computed more coarsely than those rates (to 1e-12 of "
+                f"the spread), and the result may be wrong. Rescale the fitness or lower the "
+                f"selection rate (a spread up to {_SPREAD_RATIO_MAX:.0e} times the fast rates "
+                f"is fine; beyond it selection is complete within any step anyway)",
+                RuntimeWarning, stacklevel=2)
         self.periodic = op.periodic[0]
         self._gap = self._top_only = self._gap_bound = self._ritz_values = None
 
