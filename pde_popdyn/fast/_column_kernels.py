@@ -293,7 +293,6 @@ def gibbs_sums(g, pi, weight):
 
 
 if HAVE_NUMBA:
-    _sturm_count = numba.njit(cache=True, nogil=True)(_sturm_count)
     _top_vec_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(_top_vec_py)
     _banded_series_nb = numba.njit(cache=True, nogil=True)(_banded_series_py)
     _gth_solve_nb = numba.njit(cache=True, nogil=True, error_model="numpy")(

@@ -100,7 +100,7 @@ class ColumnGenerator:
     def _ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """(μ, ok): the Ritz values μ₀ ≥ μ₁ (ncol, 2) of the symmetric form S of G − d̂ on
         span[√π, (p − p̄)√π] (:meth:`gap_bound`), lower bounds of λ₀ and λ₁ where ``ok``."""
-        if getattr(self, "_ritz_values", None) is not None:
+        if self._ritz_values is not None:
             return self._ritz_values
         if self.periodic:
             self._ritz_values = (np.full((self.ncol, 2), -np.inf), np.zeros(self.ncol, bool))
